@@ -1,0 +1,1 @@
+//! Typed TOML configs with errors that name the file and field.

@@ -1,0 +1,16 @@
+//! The domain-free core of suite: a trainer (optimizers, schedules, accumulation, clipping, evaluation, early
+//! stopping, checkpoints with exact resume), data loading on worker threads, PEFT-ready layers, weight loading from
+//! safetensors, torch pickles and the Hugging Face hub, generic metrics and run folders.
+//!
+//! Nothing here knows about images, text or audio: domains implement [`data::Dataset`] and [`train::TrainModel`].
+
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod metrics;
+pub mod nn;
+pub mod optim;
+pub mod python;
+pub mod runs;
+pub mod train;
+pub mod weights;

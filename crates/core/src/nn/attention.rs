@@ -1,0 +1,69 @@
+use std::fmt::Debug;
+use tch::{Kind, Tensor};
+
+/// Trainable keys and values prepended to an attention block's own (prefix tuning, P-tuning v2).
+pub trait PrefixKv: Debug + Send {
+    /// Returns `(keys, values)` of shape `[batch, heads, prefix_len, head_dim]` for a batch of `batch`.
+    fn key_values(&self, batch: i64, train: bool) -> (Tensor, Tensor);
+}
+
+/// The PEFT slot of one attention block: its checkpoint name, its geometry and an optional prefix.
+#[derive(Debug)]
+pub struct AttentionSlots {
+    /// Checkpoint name of the block, such as `encoder.layer.3.attention.self`.
+    pub name: String,
+    /// Number of heads.
+    pub heads: i64,
+    /// Width of one head.
+    pub head_dim: i64,
+    /// Prefix keys/values, set by prefix tuning or P-tuning v2.
+    pub prefix: Option<Box<dyn PrefixKv>>,
+}
+
+impl AttentionSlots {
+    /// An empty slot for a block of `heads` heads of width `head_dim`.
+    pub fn new(name: String, heads: i64, head_dim: i64) -> Self {
+        Self { name, heads, head_dim, prefix: None }
+    }
+
+    /// Attention over `q`, `k`, `v` (`[batch, heads, len, head_dim]`) with the prefix, if any, prepended to `k` and
+    /// `v`. `mask` is additive and broadcastable to `[batch, heads, q_len, k_len]` over the block's *own* keys;
+    /// prefix positions are always visible.
+    pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool, train: bool) -> Tensor {
+        match &self.prefix {
+            None => scaled_dot_product_attention(q, k, v, mask, causal),
+            Some(prefix) => {
+                let (b, _, q_len, _) = q.size4().expect("attention query is [batch, heads, len, head_dim]");
+                let (pk, pv) = prefix.key_values(b, train);
+                let p_len = pk.size()[2];
+                let k_len = k.size()[2];
+                let k = Tensor::cat(&[pk.to_kind(k.kind()), k.shallow_clone()], 2);
+                let v = Tensor::cat(&[pv.to_kind(v.kind()), v.shallow_clone()], 2);
+                let mut full = Tensor::zeros([1, 1, q_len, p_len + k_len], (q.kind(), q.device()));
+                if causal {
+                    let own = Tensor::ones([q_len, k_len], (Kind::Bool, q.device())).triu(1 + k_len - q_len);
+                    let own = Tensor::zeros([q_len, k_len], (q.kind(), q.device())).masked_fill(&own, f64::NEG_INFINITY);
+                    full = full + Tensor::cat(&[Tensor::zeros([q_len, p_len], (q.kind(), q.device())), own], 1);
+                }
+                if let Some(m) = mask {
+                    let pad = Tensor::zeros(
+                        {
+                            let mut s = m.size();
+                            let n = s.len();
+                            s[n - 1] = p_len;
+                            s
+                        },
+                        (m.kind(), m.device()),
+                    );
+                    full = full + Tensor::cat(&[pad, m.shallow_clone()], -1);
+                }
+                scaled_dot_product_attention(q, &k, &v, Some(&full), false)
+            }
+        }
+    }
+}
+
+/// `softmax(q·kᵀ/√d + mask)·v` over `[batch, heads, len, head_dim]` tensors; `mask` is additive.
+pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool) -> Tensor {
+    Tensor::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, None::<f64>, false)
+}

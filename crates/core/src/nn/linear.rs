@@ -1,0 +1,59 @@
+use std::fmt::Debug;
+use tch::{nn, Tensor};
+
+/// Something a PEFT method adds to a [`Linear`]: it sees the layer's input and base output and returns the output
+/// to use (LoRA adds `B·A·x`, IA3 rescales, …).
+pub trait LinearAdapter: Debug + Send {
+    /// Returns the adapted output given the input `x` and the base output `y`.
+    fn adapt(&self, base: &Linear, x: &Tensor, y: Tensor, train: bool) -> Tensor;
+}
+
+/// A dense layer `y = x·Wᵀ + b`, with `weight` [out, in] and `bias` [out] named as in `torch.nn.Linear`.
+#[derive(Debug)]
+pub struct Linear {
+    /// Checkpoint name of this layer, such as `encoder.layer.0.attention.self.query`.
+    pub name: String,
+    /// Weight of shape `[out_features, in_features]`.
+    pub weight: Tensor,
+    /// Optional bias of shape `[out_features]`.
+    pub bias: Option<Tensor>,
+    /// PEFT adapters applied in order after the base product.
+    pub adapters: Vec<Box<dyn LinearAdapter>>,
+}
+
+impl Linear {
+    /// Registers `weight` (and `bias` when `bias` is true) under `p` with torch's default initialisation.
+    pub fn new(p: nn::Path, in_features: i64, out_features: i64, bias: bool) -> Self {
+        let bound = 1.0 / (in_features as f64).sqrt();
+        let weight = p.var("weight", &[out_features, in_features], nn::Init::Uniform { lo: -bound, up: bound });
+        let bias = bias.then(|| p.var("bias", &[out_features], nn::Init::Uniform { lo: -bound, up: bound }));
+        Self { name: super::path_name(&p), weight, bias, adapters: Vec::new() }
+    }
+
+    /// Input width.
+    pub fn in_features(&self) -> i64 {
+        self.weight.size()[1]
+    }
+
+    /// Output width.
+    pub fn out_features(&self) -> i64 {
+        self.weight.size()[0]
+    }
+
+    /// The base product without adapters.
+    pub fn forward_base(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+
+    /// Output with every adapter applied; `train` switches adapter dropout.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let y = self.forward_base(x);
+        self.adapters.iter().fold(y, |y, a| a.adapt(self, x, y, train))
+    }
+}
+
+impl nn::ModuleT for Linear {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        Linear::forward_t(self, xs, train)
+    }
+}

@@ -1,0 +1,1 @@
+//! The speech domain of suite.

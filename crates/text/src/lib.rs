@@ -1,0 +1,1 @@
+//! The text domain of suite.

@@ -1,0 +1,1 @@
+//! The vision domain of suite.
