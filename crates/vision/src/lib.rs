@@ -1,1 +1,2 @@
 //! The vision domain of suite.
+pub mod models;
