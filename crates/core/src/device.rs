@@ -80,3 +80,28 @@ mod tests {
         assert_eq!(mix_seed(&[7, 3]), mix_seed(&[7, 3]));
     }
 }
+
+extern "C" {
+    fn suite_autocast_set_cuda_bf16(bf16: i32);
+}
+
+/// Runs `f` under CUDA bf16 autocast when `enabled` (master weights stay fp32); otherwise runs it as is.
+pub fn maybe_autocast<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
+    if !enabled {
+        return f();
+    }
+    // SAFETY: sets a thread-local dtype in libtorch's autocast state; no pointers cross.
+    unsafe { suite_autocast_set_cuda_bf16(1) };
+    tch::autocast(true, f)
+}
+
+/// libtorch's generator is process-wide, and the test harness runs tests on parallel threads: tests whose results
+/// depend on random draws (dropout masks, seeded initialisation) hold this lock.
+#[cfg(test)]
+pub(crate) static TORCH_RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`TORCH_RNG_LOCK`], ignoring poisoning by a failed test.
+#[cfg(test)]
+pub(crate) fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,407 @@
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::checkpoint::{latest_checkpoint, list_checkpoints, Checkpoint, TrainerState};
+use super::config::{Precision, TrainConfig};
+use super::early_stop::BestTracker;
+use super::model::TrainModel;
+use super::progress::ProgressView;
+use crate::data::{DataLoader, Dataset};
+use crate::device::mix_seed;
+use crate::metrics::Metrics;
+use crate::optim::{clip_grad_norm, param_groups, GroupRule, Optimizer, Schedule};
+use crate::runs::{self, EvalRecord, MetricRecord, RunDir, TrainRecord};
+
+/// What a finished (or early-stopped) run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitSummary {
+    /// Optimizer steps done in all.
+    pub steps: usize,
+    /// Step the run resumed from, if it did.
+    pub resumed_from: Option<usize>,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// Best value of the selection metric and its step.
+    pub best: Option<(f64, usize)>,
+    /// Metrics of the last evaluation.
+    pub last_eval: Option<Metrics>,
+    /// Mean training loss over the last logging window.
+    pub last_train_loss: Option<f64>,
+    /// Training throughput of this process, in examples per second.
+    pub samples_per_sec: f64,
+    /// Wall time of this process's training, in seconds.
+    pub elapsed_s: f64,
+    /// Trainable and total parameter counts.
+    pub trainable_params: i64,
+    /// All parameter and buffer elements of the model.
+    pub total_params: i64,
+}
+
+/// Runs the training loop of a [`TrainModel`] into a run folder.
+pub struct Trainer {
+    config: TrainConfig,
+    run: RunDir,
+    rules: Vec<GroupRule>,
+    interrupt_after: Option<usize>,
+    quiet: bool,
+}
+
+impl Trainer {
+    /// A trainer writing into `run` with `config`.
+    pub fn new(config: TrainConfig, run: RunDir) -> Result<Self> {
+        config.validate()?;
+        Ok(Self { config, run, rules: Vec::new(), interrupt_after: None, quiet: false })
+    }
+
+    /// Learning-rate multipliers by parameter-name prefix (discriminative learning rates).
+    pub fn with_group_rules(mut self, rules: Vec<GroupRule>) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// Stops as if the process were killed right after optimizer step `step` (for resume tests).
+    pub fn interrupt_after(mut self, step: usize) -> Self {
+        self.interrupt_after = Some(step);
+        self
+    }
+
+    /// Prints nothing but errors.
+    pub fn quiet(mut self, quiet: bool) -> Self {
+        self.quiet = quiet;
+        self
+    }
+
+    /// The run folder.
+    pub fn run(&self) -> &RunDir {
+        &self.run
+    }
+
+    /// Trains `model` on `train`, evaluating on `eval`; with `resume`, continues from the newest checkpoint of the
+    /// run folder and ends with exactly the weights an uninterrupted run would have.
+    pub fn fit<M, D, E>(&self, model: &mut M, train: &DataLoader<D>, eval: Option<&DataLoader<E>>, resume: bool) -> Result<FitSummary>
+    where
+        M: TrainModel,
+        D: Dataset<Batch = M::Batch>,
+        E: Dataset<Batch = M::Batch>,
+    {
+        let cfg = &self.config;
+        crate::device::set_threads(cfg.threads);
+        let groups = param_groups(model.var_store(), &self.rules, cfg.weight_decay);
+        let trainable: i64 = groups.iter().flat_map(|g| &g.params).map(|(_, t)| t.numel() as i64).sum();
+        let total: i64 = model.var_store().variables().values().map(|t| t.numel() as i64).sum();
+        if trainable == 0 {
+            bail!("the model has no trainable parameters: check the tuning strategy");
+        }
+        let mut optimizer = cfg.optimizer.build(groups);
+
+        let batches = train.batches_per_epoch();
+        if batches == 0 {
+            bail!("the training set gives no batch of {} examples (it has {}); lower batch_size or disable drop_last",
+                train.config().batch_size, train.dataset().len());
+        }
+        let steps_per_epoch = batches.div_ceil(cfg.grad_accum);
+        let mut total_steps = steps_per_epoch * cfg.epochs;
+        if let Some(m) = cfg.max_steps {
+            total_steps = if cfg.epochs == 0 { m } else { total_steps.min(m) };
+        }
+        let epochs = if cfg.epochs == 0 { total_steps.div_ceil(steps_per_epoch) } else { cfg.epochs };
+        let schedule = Schedule::new(cfg.schedule.kind, total_steps, cfg.schedule.warmup_steps, cfg.schedule.warmup_ratio);
+        let min_delta = cfg.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
+
+        let mut state = TrainerState {
+            step: 0,
+            epoch: 0,
+            batch_in_epoch: 0,
+            samples_seen: 0,
+            best: BestTracker::new(cfg.mode(), min_delta),
+            finished: false,
+        };
+        let mut resumed_from = None;
+        if resume {
+            if let Some(ck) = latest_checkpoint(&self.run.checkpoints_dir())? {
+                state = ck.state()?;
+                ck.load_model(model.var_store())?;
+                optimizer.load_state_tensors(ck.optimizer_tensors()?).with_context(|| format!("{}", ck.dir.display()))?;
+                resumed_from = Some(state.step);
+                self.run.truncate_metrics_after(state.step as u64)?;
+                self.say(format!("resumed from {} (step {}, epoch {})", ck.dir.display(), state.step, state.epoch + 1));
+            } else {
+                self.say("no checkpoint to resume from: starting from the beginning".to_string());
+            }
+        }
+        self.say(format!(
+            "trainable parameters: {trainable} of {total} ({:.2} %); {steps_per_epoch} steps/epoch, {total_steps} steps",
+            100.0 * trainable as f64 / total.max(1) as f64
+        ));
+        let mut summary = FitSummary {
+            steps: state.step,
+            resumed_from,
+            stopped_early: false,
+            best: state.best.best.zip(state.best.best_step),
+            last_eval: None,
+            last_train_loss: None,
+            samples_per_sec: 0.0,
+            elapsed_s: 0.0,
+            trainable_params: trainable,
+            total_params: total,
+        };
+        if state.finished {
+            self.say("this run had already finished".to_string());
+            return Ok(summary);
+        }
+
+        let mut log = self.run.metrics_log()?;
+        let view = (!self.quiet).then(|| ProgressView::new(total_steps, state.step));
+        let started = Instant::now();
+        let mut window_loss = 0.0;
+        let mut window_steps = 0usize;
+        let mut window_samples = 0u64;
+        let mut window_start = Instant::now();
+        let mut process_samples = 0u64;
+        let mut last_eval_step = None;
+        let autocast = use_autocast(cfg.precision, model.var_store().device())?;
+
+        'epochs: for epoch in state.epoch..epochs {
+            let start = if epoch == state.epoch { state.batch_in_epoch } else { 0 };
+            let mut iter = train.iter_epoch(epoch, start);
+            let mut step_loss = 0.0;
+            let mut micro_in_window = 0usize;
+            let mut b = start;
+            while let Some(batch) = iter.next() {
+                let batch = batch.with_context(|| format!("loading training batch {b} of epoch {}", epoch + 1))?;
+                let window_start_b = b - b % cfg.grad_accum;
+                let window_len = cfg.grad_accum.min(batches - window_start_b);
+                tch::manual_seed(mix_seed(&[cfg.seed, 0x5354_4550, state.step as u64, (b - window_start_b) as u64]) as i64);
+                let n = model.batch_len(&batch);
+                let loss = crate::device::maybe_autocast(autocast, || model.loss(&batch, true))?;
+                let value = loss.double_value(&[]);
+                if !value.is_finite() {
+                    if let Some(v) = &view {
+                        v.finish();
+                    }
+                    return Err(self.nan_error(value, state.step, epoch, b));
+                }
+                (loss / window_len as f64).backward();
+                step_loss += value / window_len as f64;
+                micro_in_window += 1;
+                state.samples_seen += n as u64;
+                process_samples += n as u64;
+                window_samples += n as u64;
+                b += 1;
+                if micro_in_window < window_len {
+                    continue;
+                }
+                micro_in_window = 0;
+                if let Some(max_norm) = cfg.clip_grad_norm {
+                    let norm = clip_grad_norm(optimizer.groups(), max_norm);
+                    if !norm.is_finite() {
+                        if let Some(v) = &view {
+                            v.finish();
+                        }
+                        return Err(self.nan_error(norm, state.step, epoch, b - 1));
+                    }
+                }
+                let lr = cfg.lr * schedule.factor(state.step);
+                optimizer.step(lr);
+                optimizer.zero_grad();
+                state.step += 1;
+                state.epoch = epoch;
+                state.batch_in_epoch = b;
+                window_loss += step_loss;
+                window_steps += 1;
+                step_loss = 0.0;
+
+                let secs = window_start.elapsed().as_secs_f64().max(1e-9);
+                let rate = window_samples as f64 / secs;
+                if let Some(v) = &view {
+                    v.step(state.step, epoch, window_loss / window_steps as f64, lr, rate);
+                }
+                if state.step % cfg.log_steps == 0 || state.step == total_steps {
+                    let loss = window_loss / window_steps as f64;
+                    log.append(&MetricRecord::Train(TrainRecord {
+                        step: state.step as u64,
+                        epoch: epoch as u64,
+                        loss,
+                        lr,
+                        samples_per_sec: rate,
+                        elapsed_s: started.elapsed().as_secs_f64(),
+                    }))?;
+                    summary.last_train_loss = Some(loss);
+                    (window_loss, window_steps, window_samples, window_start) = (0.0, 0, 0, Instant::now());
+                }
+
+                let epoch_end = b == batches;
+                if epoch_end {
+                    state.epoch = epoch + 1;
+                    state.batch_in_epoch = 0;
+                }
+                let last = state.step >= total_steps;
+                let eval_now = match cfg.eval_steps {
+                    Some(n) => state.step % n == 0 || last,
+                    None => epoch_end || last,
+                };
+                let mut stop = false;
+                if eval_now && eval.is_some() {
+                    let metrics = self.evaluate(model, eval.expect("checked"), autocast)?;
+                    stop = self.after_eval(model, &mut state, &metrics, &mut log, view.as_ref(), epoch)?;
+                    last_eval_step = Some(state.step);
+                    summary.last_eval = Some(metrics);
+                }
+                let save_now = match cfg.save_steps {
+                    Some(n) => state.step % n == 0,
+                    None => epoch_end,
+                };
+                if save_now || last || stop {
+                    state.finished = last || stop;
+                    self.checkpoint(model, optimizer.as_ref(), &state)?;
+                }
+                if stop {
+                    summary.stopped_early = true;
+                    break 'epochs;
+                }
+                if last {
+                    break 'epochs;
+                }
+                if self.interrupt_after == Some(state.step) {
+                    if let Some(v) = &view {
+                        v.finish();
+                    }
+                    bail!("interrupted after step {} (test hook)", state.step);
+                }
+            }
+        }
+        if let Some(v) = &view {
+            v.finish();
+        }
+        if eval.is_some() && last_eval_step != Some(state.step) {
+            let metrics = self.evaluate(model, eval.expect("checked"), autocast)?;
+            let epoch = state.epoch.saturating_sub(1);
+            self.after_eval(model, &mut state, &metrics, &mut log, None, epoch)?;
+            summary.last_eval = Some(metrics);
+        }
+        if !state.finished {
+            state.finished = true;
+            self.checkpoint(model, optimizer.as_ref(), &state)?;
+        }
+        self.save_model_dir(model, &self.run.final_dir())?;
+        if eval.is_none() {
+            // Without evaluation the last weights are the best we know of.
+            self.save_model_dir(model, &self.run.best_dir())?;
+        }
+        let records = runs::read_metrics(&self.run.metrics_path())?;
+        if let Err(e) = runs::plot_curves(&records, &self.run.curves_path()) {
+            self.say(format!("warning: could not draw {}: {e:#}", self.run.curves_path().display()));
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        summary.steps = state.step;
+        summary.best = state.best.best.zip(state.best.best_step);
+        summary.elapsed_s = elapsed;
+        summary.samples_per_sec = process_samples as f64 / elapsed.max(1e-9);
+        Ok(summary)
+    }
+
+    fn evaluate<M: TrainModel, E: Dataset<Batch = M::Batch>>(&self, model: &mut M, eval: &DataLoader<E>, autocast: bool) -> Result<Metrics> {
+        let mut iter = eval.iter_epoch(0, 0);
+        tch::no_grad(|| crate::device::maybe_autocast(autocast, || model.evaluate(&mut iter))).context("evaluation")
+    }
+
+    /// Logs an evaluation, keeps the best model and answers whether early stopping fires.
+    fn after_eval<M: TrainModel>(
+        &self,
+        model: &mut M,
+        state: &mut TrainerState,
+        metrics: &Metrics,
+        log: &mut runs::MetricsLog,
+        view: Option<&ProgressView>,
+        epoch: usize,
+    ) -> Result<bool> {
+        let cfg = &self.config;
+        log.append(&MetricRecord::Eval(EvalRecord {
+            step: state.step as u64,
+            epoch: epoch as u64,
+            metrics: metrics.clone(),
+        }))?;
+        let shown: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        let line = format!("eval @ step {}: {}", state.step, shown.join("  "));
+        match view {
+            Some(v) => v.println(line),
+            None => self.say(line),
+        }
+        let Some(&value) = metrics.get(&cfg.metric) else {
+            bail!("train.metric = {:?}, but evaluation reports only {:?}", cfg.metric, metrics.keys().collect::<Vec<_>>());
+        };
+        if state.best.update(value, state.step) {
+            self.save_model_dir(model, &self.run.best_dir())?;
+        }
+        Ok(cfg.early_stopping.as_ref().is_some_and(|e| state.best.should_stop(e.patience)))
+    }
+
+    /// Writes a checkpoint into a staging folder, moves it into place, then prunes old ones.
+    fn checkpoint<M: TrainModel>(&self, model: &M, optimizer: &dyn Optimizer, state: &TrainerState) -> Result<()> {
+        let dir = self.run.checkpoints_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let name = Checkpoint::folder_name(state.step);
+        let staging = dir.join(format!(".{name}.partial"));
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)?;
+        }
+        std::fs::create_dir_all(&staging)?;
+        Checkpoint::write(&staging, model.var_store(), optimizer.state_tensors(), state)?;
+        runs::atomic_replace_dir(&staging, &dir.join(&name))?;
+        let all = list_checkpoints(&dir)?;
+        let keep = self.config.keep_checkpoints.max(1);
+        if all.len() > keep {
+            for (_, old) in &all[..all.len() - keep] {
+                std::fs::remove_dir_all(&old.dir).with_context(|| format!("removing {}", old.dir.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn save_model_dir<M: TrainModel>(&self, model: &M, target: &Path) -> Result<()> {
+        let parent = target.parent().unwrap_or(Path::new("."));
+        let staging: PathBuf = parent.join(format!(
+            ".{}.partial",
+            target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ));
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)?;
+        }
+        std::fs::create_dir_all(&staging)?;
+        model.save_model(&staging).with_context(|| format!("saving the model to {}", target.display()))?;
+        runs::atomic_replace_dir(&staging, target)
+    }
+
+    fn nan_error(&self, value: f64, step: usize, epoch: usize, batch: usize) -> anyhow::Error {
+        let last = latest_checkpoint(&self.run.checkpoints_dir()).ok().flatten();
+        let keep = match last {
+            Some(c) => format!("the last good checkpoint is kept at {}", c.dir.display()),
+            None => "no checkpoint had been written yet".to_string(),
+        };
+        anyhow::anyhow!(
+            "training stopped: the loss became {value} at step {} (epoch {}, batch {batch}); {keep}. Lower train.lr \
+             or enable train.clip_grad_norm, then resume with --resume {}",
+            step + 1,
+            epoch + 1,
+            self.run.root().display()
+        )
+    }
+
+    fn say(&self, line: String) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+}
+
+fn use_autocast(precision: Precision, device: tch::Device) -> Result<bool> {
+    Ok(match (precision, device.is_cuda()) {
+        (Precision::Fp32, _) => false,
+        (Precision::Auto, cuda) => cuda,
+        (Precision::Bf16, true) => true,
+        (Precision::Bf16, false) => bail!("train.precision = \"bf16\" needs a CUDA device; use fp32 or auto on CPU"),
+    })
+}
