@@ -1,2 +1,4 @@
 //! The vision domain of suite.
+pub mod data;
 pub mod models;
+pub mod task;

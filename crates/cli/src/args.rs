@@ -1,0 +1,342 @@
+//! Command-line definitions. Training flags override the `[train]` table of `--config`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use suite_core::optim::ScheduleKind;
+use suite_core::train::{Precision, TrainConfig};
+
+/// Fine-tune pretrained models for text, vision and speech on one libtorch trainer.
+#[derive(Debug, Parser)]
+#[command(name = "suite", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fine-tune a pretrained model and write a run folder.
+    Finetune(FinetuneArgs),
+    /// Evaluate a run's model (best, or final with --which final) on labelled data.
+    Eval(EvalArgs),
+    /// Predict with a run's model.
+    Predict(PredictArgs),
+    /// Export a run's model in hub layout.
+    Export(ExportArgs),
+    /// Prepare the offline data sets used by the demo and tests.
+    Data(DataArgs),
+    /// Benchmark suite against the same job in PyTorch eager on this machine.
+    Bench(BenchArgs),
+}
+
+/// A domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Domain {
+    /// Image classification (ResNet, EfficientNet-Lite).
+    Vision,
+    /// BERT-family encoders (not yet available).
+    Text,
+    /// Whisper speech recognition (not yet available).
+    Speech,
+}
+
+/// `suite finetune`.
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// Domain of the job.
+    pub domain: Domain,
+    /// Task recipe (TOML); flags given here override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run folder to write (default: runs/<domain>-<model>-<time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this folder from its newest checkpoint.
+    #[arg(long, conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    /// Model name from the registry (e.g. resnet50, efficientnet_lite0).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Pretrained weights: a local file or folder, or a hub id `org/name[@revision]`.
+    #[arg(long)]
+    pub weights: Option<String>,
+    /// `pretrained` (default) or `random` to train from scratch on purpose.
+    #[arg(long)]
+    pub init: Option<String>,
+    /// Training data: an image folder, a CSV/JSONL manifest…
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Separate validation data.
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Hold out this fraction of the training data for validation (stratified, seeded).
+    #[arg(long)]
+    pub val_split: Option<f64>,
+    /// Tuning strategy: `head`, `last:N` or `full`.
+    #[arg(long)]
+    pub tune: Option<String>,
+    /// Learning-rate multiplier of the pretrained backbone relative to the new head.
+    #[arg(long)]
+    pub backbone_lr_mult: Option<f64>,
+    /// Label smoothing of the cross-entropy.
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
+    /// Training-time augmentation: `none`, `light` (flip + crop) or `strong` (adds TrivialAugment and erasing).
+    #[arg(long)]
+    pub augment: Option<String>,
+    /// Mixup alpha (0 disables).
+    #[arg(long)]
+    pub mixup: Option<f64>,
+    /// CutMix alpha (0 disables).
+    #[arg(long)]
+    pub cutmix: Option<f64>,
+    /// Skip unreadable images (listed in the run report) instead of failing.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Training-loop settings.
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+/// Flags that override `[train]`.
+#[derive(Debug, Args, Default)]
+pub struct TrainArgs {
+    /// Passes over the training data.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Examples per forward pass.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Forward passes per optimizer step.
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Decoupled weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// `adamw` or `sgd`.
+    #[arg(long)]
+    pub optimizer: Option<OptimizerName>,
+    /// SGD momentum.
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// SGD Nesterov momentum.
+    #[arg(long)]
+    pub nesterov: bool,
+    /// `constant`, `linear` or `cosine`.
+    #[arg(long)]
+    pub schedule: Option<ScheduleKind>,
+    /// Warmup in optimizer steps.
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// Warmup as a fraction of all steps.
+    #[arg(long)]
+    pub warmup_ratio: Option<f64>,
+    /// Clip the global gradient norm (0 disables).
+    #[arg(long)]
+    pub clip_grad_norm: Option<f64>,
+    /// Evaluate every N steps (default: every epoch).
+    #[arg(long)]
+    pub eval_steps: Option<usize>,
+    /// Checkpoint every N steps (default: every epoch).
+    #[arg(long)]
+    pub save_steps: Option<usize>,
+    /// Metric that selects the best model (e.g. accuracy, loss).
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// Stop after this many evaluations without improvement.
+    #[arg(long)]
+    pub early_stopping_patience: Option<usize>,
+    /// Smallest improvement that resets the patience.
+    #[arg(long)]
+    pub early_stopping_min_delta: Option<f64>,
+    /// Seed of everything random.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// libtorch CPU threads.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Data-loading worker threads.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// `auto`, `fp32` or `bf16`.
+    #[arg(long)]
+    pub precision: Option<PrecisionName>,
+}
+
+/// Optimizer names on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OptimizerName {
+    /// AdamW.
+    Adamw,
+    /// SGD.
+    Sgd,
+}
+
+/// Precision names on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PrecisionName {
+    /// bf16 on CUDA, fp32 on CPU.
+    Auto,
+    /// fp32.
+    Fp32,
+    /// bf16 autocast (CUDA).
+    Bf16,
+}
+
+impl TrainArgs {
+    /// Applies every flag that was given onto `cfg`.
+    pub fn apply(&self, cfg: &mut TrainConfig) {
+        use suite_core::optim::OptimizerConfig;
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { cfg.$f = v; } )* };
+        }
+        set!(epochs, batch_size, grad_accum, lr, weight_decay, metric, seed, device, threads, workers);
+        if self.max_steps.is_some() {
+            cfg.max_steps = self.max_steps;
+        }
+        if self.eval_steps.is_some() {
+            cfg.eval_steps = self.eval_steps;
+        }
+        if self.save_steps.is_some() {
+            cfg.save_steps = self.save_steps;
+        }
+        if let Some(c) = self.clip_grad_norm {
+            cfg.clip_grad_norm = (c > 0.0).then_some(c);
+        }
+        match self.optimizer {
+            Some(OptimizerName::Adamw) if !matches!(cfg.optimizer, OptimizerConfig::Adamw { .. }) => {
+                cfg.optimizer = OptimizerConfig::default()
+            }
+            Some(OptimizerName::Sgd) if !matches!(cfg.optimizer, OptimizerConfig::Sgd { .. }) => {
+                cfg.optimizer = OptimizerConfig::Sgd { momentum: 0.9, nesterov: false }
+            }
+            _ => {}
+        }
+        if let OptimizerConfig::Sgd { momentum, nesterov } = &mut cfg.optimizer {
+            if let Some(m) = self.momentum {
+                *momentum = m;
+            }
+            *nesterov |= self.nesterov;
+        }
+        if let Some(k) = self.schedule {
+            cfg.schedule.kind = k;
+        }
+        if self.warmup_steps.is_some() {
+            cfg.schedule.warmup_steps = self.warmup_steps;
+        }
+        if let Some(r) = self.warmup_ratio {
+            cfg.schedule.warmup_ratio = r;
+        }
+        if let Some(p) = self.early_stopping_patience {
+            let min_delta = self.early_stopping_min_delta.unwrap_or(0.0);
+            cfg.early_stopping = Some(suite_core::train::EarlyStoppingConfig { patience: p, min_delta });
+        } else if let (Some(es), Some(d)) = (cfg.early_stopping.as_mut(), self.early_stopping_min_delta) {
+            es.min_delta = d;
+        }
+        if let Some(p) = self.precision {
+            cfg.precision = match p {
+                PrecisionName::Auto => Precision::Auto,
+                PrecisionName::Fp32 => Precision::Fp32,
+                PrecisionName::Bf16 => Precision::Bf16,
+            };
+        }
+    }
+}
+
+/// `suite eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Labelled data to evaluate on (default: the run's validation data).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// `best` (default) or `final`.
+    #[arg(long, default_value = "best")]
+    pub which: String,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Examples per batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+}
+
+/// `suite predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Domain of the run.
+    pub domain: Domain,
+    /// Run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Inputs (image files for vision).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Labels to show per input.
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// `best` (default) or `final`.
+    #[arg(long, default_value = "best")]
+    pub which: String,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// `suite export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// `best` (default) or `final`.
+    #[arg(long, default_value = "best")]
+    pub which: String,
+}
+
+/// `suite data`.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Data set to prepare: `mnist5k`.
+    pub name: String,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Held-out fraction.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_split: f64,
+}
+
+/// `suite bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Benchmark: `resnet50-step` or `head-only`.
+    pub name: String,
+    /// Timed iterations.
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}

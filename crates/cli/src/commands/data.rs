@@ -1,0 +1,19 @@
+//! `suite data NAME --out DIR`: prepare the offline data sets of the demo and tests.
+
+use anyhow::{bail, Result};
+use suite_vision::data::mnist;
+
+use crate::args::DataArgs;
+
+/// Entry point.
+pub fn run(args: DataArgs) -> Result<()> {
+    match args.name.as_str() {
+        "mnist5k" => {
+            let m = mnist::prepare_mnist5k(&mnist::source_path(), &args.out, args.val_split, 0)?;
+            let verb = if m.written { "wrote" } else { "reusing" };
+            println!("{verb} {} ({} training, {} validation images)", m.root.display(), m.train, m.val);
+            Ok(())
+        }
+        other => bail!("unknown data set {other:?}: expected mnist5k"),
+    }
+}

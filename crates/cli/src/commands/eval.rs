@@ -1,0 +1,52 @@
+//! `suite eval --run runs/NAME [--data DIR]`: metrics of a run's model on labelled data.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use suite_core::data::{DataLoader, LoaderConfig};
+use suite_core::device::parse_device;
+use suite_vision::data::{load_image_folder, load_manifest, scan_class_folders, ImageDataset, Transform};
+use suite_vision::task::{load_timm_layout, transform_config, Augment, Inputs};
+
+use super::vision::{evaluate, model_dir};
+use crate::args::EvalArgs;
+use crate::job::JobFile;
+
+/// Entry point.
+pub fn run(args: EvalArgs) -> Result<()> {
+    let job: JobFile = suite_core::config::load_toml(&args.run.join("config.toml"))
+        .with_context(|| format!("--run {}: not a run folder", args.run.display()))?;
+    let vcfg = job.vision.context("only vision runs can be evaluated in this version")?;
+    let device = parse_device(&args.device)?;
+    let mut task = load_timm_layout(&model_dir(&args.run, &args.which)?, device)?;
+    task.inputs = Inputs::Pixels;
+    let samples = match &args.data {
+        Some(d) if d.is_file() => load_manifest(d, Some(&task.classes))?.1,
+        Some(d) if d.join("val").is_dir() || d.join("test").is_dir() => {
+            let sub = if d.join("test").is_dir() { d.join("test") } else { d.join("val") };
+            scan_class_folders(&sub, Some(&task.classes))?.1
+        }
+        Some(d) => scan_class_folders(d, Some(&task.classes))?.1,
+        None => {
+            // The run's own validation split, recomputed from its recorded data path and seed.
+            let data = vcfg.data.clone().context("the run records no data path: pass --data")?;
+            match &vcfg.val_data {
+                Some(v) if v.is_file() => load_manifest(v, Some(&task.classes))?.1,
+                Some(v) => scan_class_folders(v, Some(&task.classes))?.1,
+                None if data.is_file() => {
+                    let all = load_manifest(&data, Some(&task.classes))?.1;
+                    suite_vision::data::stratified_split(&all, vcfg.val_split, job.train.seed).1
+                }
+                None => load_image_folder(&data, vcfg.val_split, job.train.seed)?.val,
+            }
+        }
+    };
+    let transform = Transform::eval(transform_config(task.spec, Augment::None))?;
+    let ds = Arc::new(ImageDataset::new(samples, transform));
+    let loader = DataLoader::sequential(ds, LoaderConfig { batch_size: args.batch_size, ..LoaderConfig::default() });
+    let metrics = evaluate(&mut task, &loader)?;
+    for (k, v) in &metrics {
+        println!("{k:>12}  {v:.4}");
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! `suite finetune <domain>`: resolve the job (recipe + flags, or a run's saved config on --resume), then train.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use super::{not_yet, vision};
+use crate::args::{Domain, FinetuneArgs};
+use crate::job::{load_recipe, JobFile};
+
+/// Entry point.
+pub fn run(args: FinetuneArgs) -> Result<()> {
+    if args.domain != Domain::Vision {
+        return Err(not_yet(args.domain));
+    }
+    let (job, out, resume) = resolve(&args)?;
+    vision::finetune(job, out, resume)
+}
+
+/// The resolved job, its run folder and whether it resumes.
+fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
+    if let Some(run) = &args.resume {
+        let path = run.join("config.toml");
+        if !path.exists() {
+            bail!("--resume {}: not a run folder (no config.toml)", run.display());
+        }
+        let mut job: JobFile = suite_core::config::load_toml(&path)?;
+        // A resumed run keeps its recipe; only where it runs may change.
+        let t = &args.train;
+        if let Some(d) = &t.device {
+            job.train.device = d.clone();
+        }
+        if let Some(n) = t.threads {
+            job.train.threads = n;
+        }
+        if let Some(n) = t.workers {
+            job.train.workers = n;
+        }
+        return Ok((job, run.clone(), true));
+    }
+    let mut job = match &args.config {
+        Some(p) => load_recipe(p, args.domain)?,
+        None => JobFile::defaults(args.domain),
+    };
+    if let Some(d) = job.task.domain {
+        if d != args.domain {
+            bail!("{}: the recipe is for the {d:?} domain, not {:?}", args.config.as_ref().unwrap().display(), args.domain);
+        }
+    }
+    args.train.apply(&mut job.train);
+    if let Some(v) = job.vision.as_mut() {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(x) = args.$f.clone() { v.$f = x; } )* };
+        }
+        set!(model, backbone_lr_mult, label_smoothing, mixup, cutmix);
+        if args.weights.is_some() {
+            v.weights = args.weights.clone();
+        }
+        if args.data.is_some() {
+            v.data = args.data.clone();
+        }
+        if args.val_data.is_some() {
+            v.val_data = args.val_data.clone();
+        }
+        if let Some(s) = args.val_split {
+            v.val_split = s;
+        }
+        if let Some(t) = &args.tune {
+            v.tune = t.parse().map_err(anyhow::Error::msg).context("--tune")?;
+        }
+        if let Some(i) = &args.init {
+            v.init = match i.as_str() {
+                "pretrained" => suite_vision::task::Init::Pretrained,
+                "random" => suite_vision::task::Init::Random,
+                _ => bail!("--init {i:?}: expected pretrained or random"),
+            };
+        }
+        if let Some(a) = &args.augment {
+            v.augment = match a.as_str() {
+                "none" => suite_vision::task::Augment::None,
+                "light" => suite_vision::task::Augment::Light,
+                "strong" => suite_vision::task::Augment::Strong,
+                _ => bail!("--augment {a:?}: expected none, light or strong"),
+            };
+        }
+        v.skip_bad |= args.skip_bad;
+    }
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => {
+            let model = job.vision.as_ref().map(|v| v.model.clone()).unwrap_or_default();
+            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            PathBuf::from("runs").join(format!("{:?}-{model}-{stamp}", args.domain).to_lowercase())
+        }
+    };
+    Ok((job, out, false))
+}

@@ -1,0 +1,30 @@
+//! One module per subcommand.
+
+mod bench;
+mod data;
+mod eval;
+mod export;
+mod finetune;
+mod predict;
+mod vision;
+
+use anyhow::Result;
+
+use crate::args::{Cli, Command, Domain};
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Finetune(a) => finetune::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Data(a) => data::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}
+
+/// The error for domains whose issue has not landed yet.
+pub fn not_yet(domain: Domain) -> anyhow::Error {
+    anyhow::anyhow!("the {domain:?} domain is not available in this version of suite yet (only vision is); see README")
+}

@@ -1,0 +1,69 @@
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use suite_core::weights::{load_safetensors, save_hub_layout, varstore_tensors, LoadOptions};
+use tch::{nn::VarStore, Device};
+
+use super::classifier::{ClassifierTask, Inputs};
+use crate::data::ClassList;
+use crate::models::{lookup, Interpolation};
+
+/// Writes `task`'s model in timm's hub layout: `model.safetensors` with torchvision/timm names (loadable by
+/// `torchvision.models.resnet50(num_classes=N).load_state_dict`) and a `config.json` holding `architecture`,
+/// `num_classes`, `label_names` and the `pretrained_cfg` preprocessing, plus suite's own `model` key.
+pub fn save_timm_layout(task: &ClassifierTask, dir: &Path) -> Result<()> {
+    let spec = task.spec;
+    let p = &spec.preprocess;
+    let config = json!({
+        "architecture": spec.arch,
+        "num_classes": task.classes.len(),
+        "num_features": task.model.num_features(),
+        "label_names": task.classes.names(),
+        "pretrained_cfg": {
+            "tag": spec.tag,
+            "input_size": [3, p.input_size, p.input_size],
+            "interpolation": match p.interpolation { Interpolation::Bilinear => "bilinear", Interpolation::Bicubic => "bicubic" },
+            "crop_pct": p.crop_pct,
+            "mean": p.mean,
+            "std": p.std,
+            "classifier": task.model.head_prefix(),
+        },
+        "suite": { "model": spec.name(), "format": "timm" },
+    });
+    save_hub_layout(dir, &config, &varstore_tensors(&task.vs, |_| true))
+}
+
+/// Loads a model saved by [`save_timm_layout`] (a run's `best/` or `final/`, or an export) for evaluation or
+/// prediction.
+pub fn load_timm_layout(dir: &Path, device: Device) -> Result<ClassifierTask> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("{}: no model here (expected config.json and model.safetensors)", dir.display()))?;
+    let config: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", config_path.display()))?;
+    let name = config["suite"]["model"].as_str().or(config["architecture"].as_str());
+    let Some(name) = name else {
+        bail!("{}: missing `architecture`", config_path.display());
+    };
+    let spec = lookup(name)?;
+    let labels: Vec<String> = match config["label_names"].as_array() {
+        Some(a) => a.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect(),
+        None => bail!("{}: missing `label_names`", config_path.display()),
+    };
+    let classes = ClassList::new(labels).with_context(|| format!("{}: label_names", config_path.display()))?;
+    let vs = VarStore::new(device);
+    let model = spec.build(&vs.root(), classes.len() as i64)?;
+    load_safetensors(&vs, &[dir.join("model.safetensors")], &LoadOptions::strict())?;
+    Ok(ClassifierTask {
+        vs,
+        model,
+        spec,
+        classes,
+        label_smoothing: 0.0,
+        mixup: 0.0,
+        cutmix: 0.0,
+        inputs: Inputs::Pixels,
+        last_report: None,
+    })
+}
