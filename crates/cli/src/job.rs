@@ -77,7 +77,8 @@ pub fn load_recipe(path: &Path, domain: Domain) -> Result<JobFile> {
     let file: toml::Table = toml::from_str(&text).with_context(|| format!("{}: not TOML", path.display()))?;
     let mut defaults = toml::Table::try_from(JobFile::defaults(domain))?;
     merge(&mut defaults, file);
-    let job: JobFile = defaults.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+    let job: JobFile =
+        defaults.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
     Ok(job)
 }
 

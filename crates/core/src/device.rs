@@ -56,31 +56,6 @@ pub fn mix_seed(parts: &[u64]) -> u64 {
     h
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_devices_and_rejects_garbage() {
-        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
-        assert_eq!(parse_device("CPU").unwrap(), Device::Cpu);
-        let err = parse_device("tpu").unwrap_err().to_string();
-        assert!(err.contains("tpu") && err.contains("expected"), "{err}");
-        assert!(parse_device("cuda:x").is_err());
-        if !tch::Cuda::is_available() {
-            assert!(parse_device("cuda:0").unwrap_err().to_string().contains("0 CUDA device"));
-            assert_eq!(parse_device("auto").unwrap(), Device::Cpu);
-        }
-    }
-
-    #[test]
-    fn mixed_seeds_differ_by_position() {
-        assert_ne!(mix_seed(&[1, 0, 5]), mix_seed(&[1, 0, 6]));
-        assert_ne!(mix_seed(&[1, 2]), mix_seed(&[2, 1]));
-        assert_eq!(mix_seed(&[7, 3]), mix_seed(&[7, 3]));
-    }
-}
-
 extern "C" {
     fn suite_autocast_set_cuda_bf16(bf16: i32);
 }
@@ -104,4 +79,29 @@ pub(crate) static TORCH_RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new((
 #[cfg(test)]
 pub(crate) fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
     TORCH_RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices_and_rejects_garbage() {
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        assert_eq!(parse_device("CPU").unwrap(), Device::Cpu);
+        let err = parse_device("tpu").unwrap_err().to_string();
+        assert!(err.contains("tpu") && err.contains("expected"), "{err}");
+        assert!(parse_device("cuda:x").is_err());
+        if !tch::Cuda::is_available() {
+            assert!(parse_device("cuda:0").unwrap_err().to_string().contains("0 CUDA device"));
+            assert_eq!(parse_device("auto").unwrap(), Device::Cpu);
+        }
+    }
+
+    #[test]
+    fn mixed_seeds_differ_by_position() {
+        assert_ne!(mix_seed(&[1, 0, 5]), mix_seed(&[1, 0, 6]));
+        assert_ne!(mix_seed(&[1, 2]), mix_seed(&[2, 1]));
+        assert_eq!(mix_seed(&[7, 3]), mix_seed(&[7, 3]));
+    }
 }

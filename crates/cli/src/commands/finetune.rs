@@ -44,7 +44,11 @@ fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
     };
     if let Some(d) = job.task.domain {
         if d != args.domain {
-            bail!("{}: the recipe is for the {d:?} domain, not {:?}", args.config.as_ref().unwrap().display(), args.domain);
+            bail!(
+                "{}: the recipe is for the {d:?} domain, not {:?}",
+                args.config.as_ref().unwrap().display(),
+                args.domain
+            );
         }
     }
     args.train.apply(&mut job.train);
@@ -89,7 +93,8 @@ fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
         Some(o) => o.clone(),
         None => {
             let model = job.vision.as_ref().map(|v| v.model.clone()).unwrap_or_default();
-            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let stamp =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             PathBuf::from("runs").join(format!("{:?}-{model}-{stamp}", args.domain).to_lowercase())
         }
     };

@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use suite_core::device::{parse_device, seed_torch};
-use suite_core::runs::{plot_confusion, summary_table, RunDir};
-use suite_core::train::{FitSummary, Trainer};
 use suite_core::data::{DataLoader, Dataset};
+use suite_core::device::{parse_device, seed_torch};
 use suite_core::metrics::Metrics;
+use suite_core::runs::{plot_confusion, summary_table, RunDir};
 use suite_core::train::TrainModel;
+use suite_core::train::{FitSummary, Trainer};
 use suite_vision::data::ImageBatch;
 use suite_vision::task::{load_timm_layout, prepare, ClassifierTask, Inputs, JobData, VisionJob};
 
@@ -48,7 +48,11 @@ fn write_job_notes(run: &RunDir, job: &VisionJob, model: &str) -> Result<()> {
         for b in &job.skipped {
             notes.push_str(&format!("  {b}\n"));
         }
-        eprintln!("skipped {} unreadable image(s), listed in {}", job.skipped.len(), run.root().join("report.txt").display());
+        eprintln!(
+            "skipped {} unreadable image(s), listed in {}",
+            job.skipped.len(),
+            run.root().join("report.txt").display()
+        );
     }
     suite_core::runs::atomic_write(&run.root().join("report.txt"), notes.as_bytes())
 }

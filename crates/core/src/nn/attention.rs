@@ -29,7 +29,15 @@ impl AttentionSlots {
     /// Attention over `q`, `k`, `v` (`[batch, heads, len, head_dim]`) with the prefix, if any, prepended to `k` and
     /// `v`. `mask` is additive and broadcastable to `[batch, heads, q_len, k_len]` over the block's *own* keys;
     /// prefix positions are always visible.
-    pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool, train: bool) -> Tensor {
+    pub fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        causal: bool,
+        train: bool,
+    ) -> Tensor {
         match &self.prefix {
             None => scaled_dot_product_attention(q, k, v, mask, causal),
             Some(prefix) => {
@@ -42,8 +50,9 @@ impl AttentionSlots {
                 let mut full = Tensor::zeros([1, 1, q_len, p_len + k_len], (q.kind(), q.device()));
                 if causal {
                     let own = Tensor::ones([q_len, k_len], (Kind::Bool, q.device())).triu(1 + k_len - q_len);
-                    let own = Tensor::zeros([q_len, k_len], (q.kind(), q.device())).masked_fill(&own, f64::NEG_INFINITY);
-                    full = full + Tensor::cat(&[Tensor::zeros([q_len, p_len], (q.kind(), q.device())), own], 1);
+                    let own =
+                        Tensor::zeros([q_len, k_len], (q.kind(), q.device())).masked_fill(&own, f64::NEG_INFINITY);
+                    full += Tensor::cat(&[Tensor::zeros([q_len, p_len], (q.kind(), q.device())), own], 1);
                 }
                 if let Some(m) = mask {
                     let pad = Tensor::zeros(
@@ -55,7 +64,7 @@ impl AttentionSlots {
                         },
                         (m.kind(), m.device()),
                     );
-                    full = full + Tensor::cat(&[pad, m.shallow_clone()], -1);
+                    full += Tensor::cat(&[pad, m.shallow_clone()], -1);
                 }
                 scaled_dot_product_attention(q, &k, &v, Some(&full), false)
             }

@@ -32,8 +32,7 @@ impl BatchNorm2d {
         let bias = p.var("bias", &[channels], nn::Init::Const(0.0));
         let running_mean = p.zeros_no_train("running_mean", &[channels]);
         let running_var = p.ones_no_train("running_var", &[channels]);
-        let num_batches_tracked =
-            p.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, p.device())), false);
+        let num_batches_tracked = p.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, p.device())), false);
         Self {
             name: super::path_name(&p),
             weight,

@@ -27,8 +27,7 @@ pub struct GroupRule {
 /// then into decayed and non-decayed parameters. Biases and normalisation weights — every tensor of rank ≤ 1 —
 /// get no weight decay, as Hugging Face's Trainer and timm do.
 pub fn param_groups(vs: &VarStore, rules: &[GroupRule], weight_decay: f64) -> Vec<ParamGroup> {
-    let mut named: Vec<(String, Tensor)> =
-        vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let mut groups: Vec<ParamGroup> = Vec::new();
     for (name, t) in named {

@@ -89,7 +89,8 @@ impl OptimizerConfig {
 /// `torch.nn.utils.clip_grad_norm_`. Returns the norm before clipping.
 pub fn clip_grad_norm(groups: &[ParamGroup], max_norm: f64) -> f64 {
     tch::no_grad(|| {
-        let grads: Vec<Tensor> = groups.iter().flat_map(|g| g.params.iter()).map(|(_, p)| p.grad()).filter(Tensor::defined).collect();
+        let grads: Vec<Tensor> =
+            groups.iter().flat_map(|g| g.params.iter()).map(|(_, p)| p.grad()).filter(Tensor::defined).collect();
         if grads.is_empty() {
             return 0.0;
         }

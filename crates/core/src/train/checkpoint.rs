@@ -46,7 +46,8 @@ impl Checkpoint {
     pub fn write(staging: &Path, vs: &VarStore, optimizer: Vec<(String, Tensor)>, state: &TrainerState) -> Result<()> {
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let vars: Vec<(String, Tensor)> = vars.into_iter().map(|(n, t)| (n, t.detach().to_device(tch::Device::Cpu))).collect();
+        let vars: Vec<(String, Tensor)> =
+            vars.into_iter().map(|(n, t)| (n, t.detach().to_device(tch::Device::Cpu))).collect();
         Tensor::write_safetensors(&vars, staging.join(MODEL)).context("writing checkpoint model.safetensors")?;
         let optimizer: Vec<(String, Tensor)> =
             optimizer.into_iter().map(|(n, t)| (n, t.detach().to_device(tch::Device::Cpu))).collect();
@@ -87,8 +88,12 @@ impl Checkpoint {
         })?;
         if !missing.is_empty() {
             missing.sort();
-            bail!("{} lacks {} tensor(s) of this model, e.g. {:?}: it was saved for another model or configuration",
-                path.display(), missing.len(), &missing[..missing.len().min(5)]);
+            bail!(
+                "{} lacks {} tensor(s) of this model, e.g. {:?}: it was saved for another model or configuration",
+                path.display(),
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            );
         }
         Ok(())
     }

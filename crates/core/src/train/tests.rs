@@ -30,9 +30,7 @@ impl Dataset for Blobs {
         // The example itself is fixed by (seed, index), not by the augmentation RNG.
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed * 1_000_003 + index as u64);
         let class = index % 3;
-        let x = (0..DIM)
-            .map(|d| if d % 3 == class { 1.5 } else { 0.0 } + r.random_range(-1.0f32..1.0))
-            .collect();
+        let x = (0..DIM).map(|d| if d % 3 == class { 1.5 } else { 0.0 } + r.random_range(-1.0f32..1.0)).collect();
         Ok((x, class as i64))
     }
     fn collate(&self, items: Vec<Self::Item>) -> Result<Self::Batch> {
@@ -111,7 +109,15 @@ fn loaders(batch: usize, workers: usize) -> (DataLoader<Blobs>, DataLoader<Blobs
 }
 
 fn config() -> TrainConfig {
-    TrainConfig { epochs: 4, batch_size: 8, lr: 0.01, metric: "accuracy".into(), device: "cpu".into(), log_steps: 2, ..Default::default() }
+    TrainConfig {
+        epochs: 4,
+        batch_size: 8,
+        lr: 0.01,
+        metric: "accuracy".into(),
+        device: "cpu".into(),
+        log_steps: 2,
+        ..Default::default()
+    }
 }
 
 fn run_dir(dir: &Path) -> RunDir {
@@ -190,7 +196,11 @@ fn killed_and_resumed_run_ends_bitwise_equal() {
 
     let a = tempfile::tempdir().unwrap();
     let mut straight = Mlp::new(0);
-    Trainer::new(cfg.clone(), run_dir(a.path())).unwrap().quiet(true).fit(&mut straight, &train, Some(&eval), false).unwrap();
+    Trainer::new(cfg.clone(), run_dir(a.path()))
+        .unwrap()
+        .quiet(true)
+        .fit(&mut straight, &train, Some(&eval), false)
+        .unwrap();
 
     let b = tempfile::tempdir().unwrap();
     let mut first = Mlp::new(0);
@@ -233,7 +243,11 @@ fn early_stopping_fires() {
         early_stopping: Some(EarlyStoppingConfig { patience: 3, min_delta: 0.05 }),
         ..config()
     };
-    let s = Trainer::new(cfg, run_dir(tmp.path())).unwrap().quiet(true).fit(&mut model, &train, Some(&eval), false).unwrap();
+    let s = Trainer::new(cfg, run_dir(tmp.path()))
+        .unwrap()
+        .quiet(true)
+        .fit(&mut model, &train, Some(&eval), false)
+        .unwrap();
     assert!(s.stopped_early);
     assert_eq!(s.steps, 8, "first eval sets the best, three more without improvement stop the run");
 }
@@ -246,7 +260,11 @@ fn nan_guard_stops_and_keeps_the_last_good_checkpoint() {
     let mut model = Mlp::new(0);
     model.nan_after = Some(15);
     let cfg = TrainConfig { save_steps: Some(4), ..config() };
-    let err = Trainer::new(cfg, run_dir(tmp.path())).unwrap().quiet(true).fit(&mut model, &train, Some(&eval), false).unwrap_err();
+    let err = Trainer::new(cfg, run_dir(tmp.path()))
+        .unwrap()
+        .quiet(true)
+        .fit(&mut model, &train, Some(&eval), false)
+        .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("NaN") && msg.contains("step 16"), "{msg}");
     assert!(msg.contains("step-00000012"), "names the last good checkpoint: {msg}");

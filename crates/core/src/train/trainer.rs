@@ -81,7 +81,13 @@ impl Trainer {
 
     /// Trains `model` on `train`, evaluating on `eval`; with `resume`, continues from the newest checkpoint of the
     /// run folder and ends with exactly the weights an uninterrupted run would have.
-    pub fn fit<M, D, E>(&self, model: &mut M, train: &DataLoader<D>, eval: Option<&DataLoader<E>>, resume: bool) -> Result<FitSummary>
+    pub fn fit<M, D, E>(
+        &self,
+        model: &mut M,
+        train: &DataLoader<D>,
+        eval: Option<&DataLoader<E>>,
+        resume: bool,
+    ) -> Result<FitSummary>
     where
         M: TrainModel,
         D: Dataset<Batch = M::Batch>,
@@ -99,8 +105,11 @@ impl Trainer {
 
         let batches = train.batches_per_epoch();
         if batches == 0 {
-            bail!("the training set gives no batch of {} examples (it has {}); lower batch_size or disable drop_last",
-                train.config().batch_size, train.dataset().len());
+            bail!(
+                "the training set gives no batch of {} examples (it has {}); lower batch_size or disable drop_last",
+                train.config().batch_size,
+                train.dataset().len()
+            );
         }
         let steps_per_epoch = batches.div_ceil(cfg.grad_accum);
         let mut total_steps = steps_per_epoch * cfg.epochs;
@@ -108,7 +117,8 @@ impl Trainer {
             total_steps = if cfg.epochs == 0 { m } else { total_steps.min(m) };
         }
         let epochs = if cfg.epochs == 0 { total_steps.div_ceil(steps_per_epoch) } else { cfg.epochs };
-        let schedule = Schedule::new(cfg.schedule.kind, total_steps, cfg.schedule.warmup_steps, cfg.schedule.warmup_ratio);
+        let schedule =
+            Schedule::new(cfg.schedule.kind, total_steps, cfg.schedule.warmup_steps, cfg.schedule.warmup_ratio);
         let min_delta = cfg.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
 
         let mut state = TrainerState {
@@ -124,7 +134,9 @@ impl Trainer {
             if let Some(ck) = latest_checkpoint(&self.run.checkpoints_dir())? {
                 state = ck.state()?;
                 ck.load_model(model.var_store())?;
-                optimizer.load_state_tensors(ck.optimizer_tensors()?).with_context(|| format!("{}", ck.dir.display()))?;
+                optimizer
+                    .load_state_tensors(ck.optimizer_tensors()?)
+                    .with_context(|| format!("{}", ck.dir.display()))?;
                 resumed_from = Some(state.step);
                 self.run.truncate_metrics_after(state.step as u64)?;
                 self.say(format!("resumed from {} (step {}, epoch {})", ck.dir.display(), state.step, state.epoch + 1));
@@ -166,15 +178,17 @@ impl Trainer {
 
         'epochs: for epoch in state.epoch..epochs {
             let start = if epoch == state.epoch { state.batch_in_epoch } else { 0 };
-            let mut iter = train.iter_epoch(epoch, start);
+            let iter = train.iter_epoch(epoch, start);
             let mut step_loss = 0.0;
             let mut micro_in_window = 0usize;
             let mut b = start;
-            while let Some(batch) = iter.next() {
+            for batch in iter {
                 let batch = batch.with_context(|| format!("loading training batch {b} of epoch {}", epoch + 1))?;
                 let window_start_b = b - b % cfg.grad_accum;
                 let window_len = cfg.grad_accum.min(batches - window_start_b);
-                tch::manual_seed(mix_seed(&[cfg.seed, 0x5354_4550, state.step as u64, (b - window_start_b) as u64]) as i64);
+                tch::manual_seed(
+                    mix_seed(&[cfg.seed, 0x5354_4550, state.step as u64, (b - window_start_b) as u64]) as i64
+                );
                 let n = model.batch_len(&batch);
                 let loss = crate::device::maybe_autocast(autocast, || model.loss(&batch, true))?;
                 let value = loss.double_value(&[]);
@@ -219,7 +233,7 @@ impl Trainer {
                 if let Some(v) = &view {
                     v.step(state.step, epoch, window_loss / window_steps as f64, lr, rate);
                 }
-                if state.step % cfg.log_steps == 0 || state.step == total_steps {
+                if state.step.is_multiple_of(cfg.log_steps) || state.step == total_steps {
                     let loss = window_loss / window_steps as f64;
                     log.append(&MetricRecord::Train(TrainRecord {
                         step: state.step as u64,
@@ -240,18 +254,18 @@ impl Trainer {
                 }
                 let last = state.step >= total_steps;
                 let eval_now = match cfg.eval_steps {
-                    Some(n) => state.step % n == 0 || last,
+                    Some(n) => state.step.is_multiple_of(n) || last,
                     None => epoch_end || last,
                 };
                 let mut stop = false;
-                if eval_now && eval.is_some() {
-                    let metrics = self.evaluate(model, eval.expect("checked"), autocast)?;
+                if let (true, Some(eval)) = (eval_now, eval) {
+                    let metrics = self.evaluate(model, eval, autocast)?;
                     stop = self.after_eval(model, &mut state, &metrics, &mut log, view.as_ref(), epoch)?;
                     last_eval_step = Some(state.step);
                     summary.last_eval = Some(metrics);
                 }
                 let save_now = match cfg.save_steps {
-                    Some(n) => state.step % n == 0,
+                    Some(n) => state.step.is_multiple_of(n),
                     None => epoch_end,
                 };
                 if save_now || last || stop {
@@ -276,8 +290,8 @@ impl Trainer {
         if let Some(v) = &view {
             v.finish();
         }
-        if eval.is_some() && last_eval_step != Some(state.step) {
-            let metrics = self.evaluate(model, eval.expect("checked"), autocast)?;
+        if let (Some(eval), false) = (eval, last_eval_step == Some(state.step)) {
+            let metrics = self.evaluate(model, eval, autocast)?;
             let epoch = state.epoch.saturating_sub(1);
             self.after_eval(model, &mut state, &metrics, &mut log, None, epoch)?;
             summary.last_eval = Some(metrics);
@@ -303,7 +317,12 @@ impl Trainer {
         Ok(summary)
     }
 
-    fn evaluate<M: TrainModel, E: Dataset<Batch = M::Batch>>(&self, model: &mut M, eval: &DataLoader<E>, autocast: bool) -> Result<Metrics> {
+    fn evaluate<M: TrainModel, E: Dataset<Batch = M::Batch>>(
+        &self,
+        model: &mut M,
+        eval: &DataLoader<E>,
+        autocast: bool,
+    ) -> Result<Metrics> {
         let mut iter = eval.iter_epoch(0, 0);
         tch::no_grad(|| crate::device::maybe_autocast(autocast, || model.evaluate(&mut iter))).context("evaluation")
     }
@@ -331,7 +350,11 @@ impl Trainer {
             None => self.say(line),
         }
         let Some(&value) = metrics.get(&cfg.metric) else {
-            bail!("train.metric = {:?}, but evaluation reports only {:?}", cfg.metric, metrics.keys().collect::<Vec<_>>());
+            bail!(
+                "train.metric = {:?}, but evaluation reports only {:?}",
+                cfg.metric,
+                metrics.keys().collect::<Vec<_>>()
+            );
         };
         if state.best.update(value, state.step) {
             self.save_model_dir(model, &self.run.best_dir())?;

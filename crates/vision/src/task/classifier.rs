@@ -58,7 +58,8 @@ impl ClassifierTask {
     /// `1 − λ` (λ then corrected for clipping); mixup blends pixels. Randomness comes from libtorch's generator,
     /// which the trainer seeds per step.
     fn mix(&self, x: &Tensor, y: &Tensor) -> Option<(Tensor, Tensor, f64)> {
-        let use_cutmix = self.cutmix > 0.0 && (self.mixup == 0.0 || Tensor::rand([1], (Kind::Float, tch::Device::Cpu)).double_value(&[0]) < 0.5);
+        let use_cutmix = self.cutmix > 0.0
+            && (self.mixup == 0.0 || Tensor::rand([1], (Kind::Float, tch::Device::Cpu)).double_value(&[0]) < 0.5);
         let alpha = if use_cutmix { self.cutmix } else { self.mixup };
         if alpha <= 0.0 || self.inputs == Inputs::Features && use_cutmix {
             return None;
@@ -126,8 +127,10 @@ impl TrainModel for ClassifierTask {
         }
         // The full report (per-class scores, confusion matrix) stays available; the log gets the headline numbers.
         let all = report.metrics();
-        let mut metrics: Metrics =
-            ["accuracy", "top5", "macro_f1", "weighted_f1", "mcc"].iter().filter_map(|k| all.get(*k).map(|v| (k.to_string(), *v))).collect();
+        let mut metrics: Metrics = ["accuracy", "top5", "macro_f1", "weighted_f1", "mcc"]
+            .iter()
+            .filter_map(|k| all.get(*k).map(|v| (k.to_string(), *v)))
+            .collect();
         metrics.insert("loss".into(), loss / n.max(1) as f64);
         self.last_report = Some(report);
         Ok(metrics)

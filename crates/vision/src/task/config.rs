@@ -149,7 +149,11 @@ impl VisionConfig {
 
     /// Whether features can be computed once: only the head trains and every epoch sees the same pixels.
     pub fn uses_feature_cache(&self) -> bool {
-        self.cache_features && self.tune == Tune::Head && self.augment == Augment::None && self.mixup == 0.0 && self.cutmix == 0.0
+        self.cache_features
+            && self.tune == Tune::Head
+            && self.augment == Augment::None
+            && self.mixup == 0.0
+            && self.cutmix == 0.0
     }
 }
 

@@ -19,7 +19,13 @@ pub struct FeatureDataset {
 
 impl FeatureDataset {
     /// Runs the frozen backbone (eval mode, no gradients) over `images` and keeps the pooled features in memory.
-    pub fn compute(model: &dyn ImageClassifier, images: Arc<ImageDataset>, loader: &LoaderConfig, device: Device, what: &str) -> Result<Self> {
+    pub fn compute(
+        model: &dyn ImageClassifier,
+        images: Arc<ImageDataset>,
+        loader: &LoaderConfig,
+        device: Device,
+        what: &str,
+    ) -> Result<Self> {
         let loader = DataLoader::sequential(images, loader.clone());
         let total = loader.dataset().len() as u64;
         let bar = ProgressBar::new(total);
@@ -70,6 +76,9 @@ impl Dataset for FeatureDataset {
             x.extend_from_slice(&self.features[i * d..(i + 1) * d]);
         }
         let y: Vec<i64> = items.iter().map(|&i| self.labels[i]).collect();
-        Ok(ImageBatch { images: Tensor::from_slice(&x).view([items.len() as i64, d as i64]), labels: Tensor::from_slice(&y) })
+        Ok(ImageBatch {
+            images: Tensor::from_slice(&x).view([items.len() as i64, d as i64]),
+            labels: Tensor::from_slice(&y),
+        })
     }
 }

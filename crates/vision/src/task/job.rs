@@ -111,9 +111,11 @@ pub fn prepare(cfg: &VisionConfig, train: &TrainConfig, device: Device, resume: 
     let rules = apply_tune(&vs, model.as_mut(), cfg.tune, cfg.backbone_lr_mult)?;
 
     let tcfg = transform_config(spec, cfg.augment);
-    let train_tf = if cfg.augment == Augment::None { Transform::eval(tcfg.clone())? } else { Transform::train(tcfg.clone())? };
+    let train_tf =
+        if cfg.augment == Augment::None { Transform::eval(tcfg.clone())? } else { Transform::train(tcfg.clone())? };
     let eval_tf = Transform::eval(tcfg)?;
-    let loader = LoaderConfig { batch_size: train.batch_size, drop_last: false, workers, prefetch: 2, seed: train.seed };
+    let loader =
+        LoaderConfig { batch_size: train.batch_size, drop_last: false, workers, prefetch: 2, seed: train.seed };
     let train_ds = Arc::new(ImageDataset::new(train_s, train_tf));
     let val_ds = Arc::new(ImageDataset::new(val_s.clone(), eval_tf));
     let mut inputs = Inputs::Pixels;
@@ -126,7 +128,10 @@ pub fn prepare(cfg: &VisionConfig, train: &TrainConfig, device: Device, resume: 
             val: DataLoader::sequential(Arc::new(fval), LoaderConfig { workers: 0, ..loader }),
         }
     } else {
-        JobData::Pixels { train: DataLoader::shuffled(train_ds, loader.clone()), val: DataLoader::sequential(val_ds, loader) }
+        JobData::Pixels {
+            train: DataLoader::shuffled(train_ds, loader.clone()),
+            val: DataLoader::sequential(val_ds, loader),
+        }
     };
     let task = ClassifierTask {
         vs,
@@ -142,7 +147,11 @@ pub fn prepare(cfg: &VisionConfig, train: &TrainConfig, device: Device, resume: 
     Ok(VisionJob { task, data, rules, skipped, load_report, val_samples: val_s, weights_from })
 }
 
-fn load_samples(cfg: &VisionConfig, data: &Path, seed: u64) -> Result<(ClassList, Vec<crate::data::Sample>, Vec<crate::data::Sample>)> {
+fn load_samples(
+    cfg: &VisionConfig,
+    data: &Path,
+    seed: u64,
+) -> Result<(ClassList, Vec<crate::data::Sample>, Vec<crate::data::Sample>)> {
     let (classes, train, val) = if is_manifest(data) {
         let (classes, all) = load_manifest(data, None)?;
         match &cfg.val_data {
@@ -185,7 +194,12 @@ fn load_val(v: &Path, classes: &ClassList) -> Result<(ClassList, Vec<crate::data
 
 /// Loads pretrained weights into `vs`, all but the new head: `weights` (a file, a folder or a hub id) or the
 /// registry's default.
-pub fn load_pretrained(vs: &VarStore, spec: &ModelSpec, weights: Option<&str>, head: &str) -> Result<(LoadReport, String)> {
+pub fn load_pretrained(
+    vs: &VarStore,
+    spec: &ModelSpec,
+    weights: Option<&str>,
+    head: &str,
+) -> Result<(LoadReport, String)> {
     // Lenient on names so that the checks below can allow BatchNorm's `num_batches_tracked` counters, which timm
     // checkpoints leave out; shape mismatches outside the new head still fail inside the loader.
     let opts = LoadOptions {
@@ -218,7 +232,10 @@ pub fn load_pretrained(vs: &VarStore, spec: &ModelSpec, weights: Option<&str>, h
             }
             WeightsSource::Hub { repo, file } => {
                 let f = resolve_model(repo, &[file], &[]).with_context(|| {
-                    format!("pretrained weights of {} (pass --weights FILE to use a local copy, or --init random)", spec.name())
+                    format!(
+                        "pretrained weights of {} (pass --weights FILE to use a local copy, or --init random)",
+                        spec.name()
+                    )
                 })?;
                 (f.require(file)?.to_path_buf(), format!("hub {repo}"))
             }
@@ -229,7 +246,7 @@ pub fn load_pretrained(vs: &VarStore, spec: &ModelSpec, weights: Option<&str>, h
     let report = if is_pickle {
         load_torch_pickle(vs, &file, &opts)
     } else {
-        load_safetensors(vs, &[file.clone()], &opts)
+        load_safetensors(vs, std::slice::from_ref(&file), &opts)
     }
     .with_context(|| format!("loading {} weights from {}", spec.name(), file.display()))?;
     let tolerated = |n: &String| n.ends_with("num_batches_tracked") || n.starts_with(&format!("{head}."));

@@ -7,7 +7,12 @@ use crate::models::{has_prefix, set_batch_norms_frozen, ImageClassifier};
 
 /// Freezes what `tune` leaves out (no gradient; batch norms in eval mode) and returns the learning-rate rules: the
 /// head at the full rate, trained backbone stages at `backbone_lr_mult` times it.
-pub fn apply_tune(vs: &VarStore, model: &mut dyn ImageClassifier, tune: Tune, backbone_lr_mult: f64) -> Result<Vec<GroupRule>> {
+pub fn apply_tune(
+    vs: &VarStore,
+    model: &mut dyn ImageClassifier,
+    tune: Tune,
+    backbone_lr_mult: f64,
+) -> Result<Vec<GroupRule>> {
     let head = model.head_prefix().to_string();
     let trained: Vec<String> = match tune {
         Tune::Full => vec![String::new()],
@@ -15,7 +20,10 @@ pub fn apply_tune(vs: &VarStore, model: &mut dyn ImageClassifier, tune: Tune, ba
         Tune::LastN(n) => {
             let stages = model.stages();
             if n > stages.len() {
-                bail!("--tune last:{n}: this model has only {} stages (use --tune full to train everything)", stages.len());
+                bail!(
+                    "--tune last:{n}: this model has only {} stages (use --tune full to train everything)",
+                    stages.len()
+                );
             }
             let mut p: Vec<String> = model.last_stages(n).into_iter().flat_map(|s| s.prefixes).collect();
             p.push(head.clone());
