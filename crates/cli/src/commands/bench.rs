@@ -1,0 +1,439 @@
+//! `suite bench NAME`: times a job in suite and the same job in PyTorch eager on this machine, in one run, and
+//! prints both with the ratio of suite's throughput to PyTorch's. The PyTorch side is a script from
+//! `crates/cli/bench/`, run with suite's reference Python; both sides use libtorch's default thread counts (the
+//! script is told ours), on the same device.
+//!
+//! - `resnet50-step`: full fine-tuning steps of a ResNet-50 (random init, 10-class head, batch 8 of 3×224×224,
+//!   cross-entropy, backward, AdamW, zero_grad); 2 warm-up steps, then `--iters` timed steps.
+//! - `head-only`: a head-only fine-tuning job of EfficientNet-Lite0 (pretrained) on 200 + 50 generated images, end to
+//!   end: suite's real pipeline with its feature cache against the plain PyTorch loop that runs the frozen backbone
+//!   every epoch; `--iters` epochs.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::Value;
+use suite_core::optim::{param_groups, OptimizerConfig, ScheduleKind};
+use suite_core::python::run_python;
+use suite_core::runs::RunDir;
+use suite_core::train::{TrainConfig, Trainer};
+use suite_vision::models::lookup;
+use suite_vision::task::{prepare, Augment, JobData, Tune, VisionConfig};
+use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
+
+use crate::args::BenchArgs;
+
+const RESNET50_STEP_PY: &str = include_str!("../../bench/resnet50_step.py");
+const HEAD_ONLY_PY: &str = include_str!("../../bench/head_only.py");
+
+/// The benchmarks `suite bench` runs.
+const BENCHMARKS: &[&str] = &["resnet50-step", "head-only"];
+
+const RESNET_BATCH: i64 = 8;
+const RESNET_CLASSES: i64 = 10;
+const RESNET_WARMUP: usize = 2;
+const LR: f64 = 1e-3;
+const WEIGHT_DECAY: f64 = 0.01;
+
+/// Images of the head-only job: per class, in `train/` and `val/`.
+const HEAD_TRAIN_PER_CLASS: usize = 20;
+const HEAD_VAL_PER_CLASS: usize = 5;
+const HEAD_BATCH: usize = 32;
+const HEAD_WORKERS: usize = 2;
+
+/// One side's measurement.
+#[derive(Debug, Serialize)]
+struct Side {
+    /// Wall time of the timed part.
+    seconds: f64,
+    /// Images processed per second in the timed part.
+    images_per_sec: f64,
+    /// Mean milliseconds per step in forward (with the loss), backward and optimizer (step and zero_grad); CPU only,
+    /// where timing between phases needs no synchronisation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phase_ms: Option<Phases>,
+    /// Anything else the side reports (final loss, accuracy…).
+    extra: Value,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
+struct Phases {
+    forward: f64,
+    backward: f64,
+    optimizer: f64,
+}
+
+/// What `--json` writes.
+#[derive(Debug, Serialize)]
+struct Report {
+    benchmark: String,
+    description: String,
+    device: String,
+    threads: i32,
+    interop_threads: i32,
+    iters: usize,
+    suite: Side,
+    pytorch: Side,
+    /// suite's throughput over PyTorch's (above 1: suite is faster).
+    ratio: f64,
+    /// The ratio the benchmark aims for.
+    aim: f64,
+}
+
+/// Runs `suite bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    let device = Device::cuda_if_available();
+    let report = match args.name.as_str() {
+        "resnet50-step" => resnet50_step(args.iters, device)?,
+        "head-only" => head_only(args.iters, device)?,
+        other => bail!("unknown benchmark {other:?}; known: {}", BENCHMARKS.join(", ")),
+    };
+    print_table(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("written {}", path.display());
+    }
+    Ok(())
+}
+
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    }
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Runs a PyTorch side script and parses the JSON object on the last line of its output (libraries may print
+/// before it).
+fn run_reference(what: &str, code: &str, args: &[String]) -> Result<Value> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_python(code, &args).with_context(|| format!("PyTorch side of {what}"))?;
+    let line = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("PyTorch side of {what}: expected a JSON line, got:\n{out}"))
+}
+
+fn field(v: &Value, key: &str) -> Result<f64> {
+    v.get(key).and_then(Value::as_f64).with_context(|| format!("the PyTorch side reported no {key:?}: {v}"))
+}
+
+fn thread_args(device: Device) -> Vec<String> {
+    vec![
+        "--threads".into(),
+        tch::get_num_threads().to_string(),
+        "--interop-threads".into(),
+        tch::get_num_interop_threads().to_string(),
+        "--device".into(),
+        device_name(device),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// resnet50-step
+
+fn resnet50_step(iters: usize, device: Device) -> Result<Report> {
+    eprintln!("suite: {RESNET_WARMUP} warm-up + {iters} ResNet-50 training steps…");
+    let suite = resnet50_step_suite(iters, device)?;
+    eprintln!("PyTorch eager: the same…");
+    let mut py_args = thread_args(device);
+    for (k, v) in [
+        ("--batch", RESNET_BATCH.to_string()),
+        ("--classes", RESNET_CLASSES.to_string()),
+        ("--warmup", RESNET_WARMUP.to_string()),
+        ("--iters", iters.to_string()),
+        ("--lr", LR.to_string()),
+        ("--weight-decay", WEIGHT_DECAY.to_string()),
+    ] {
+        py_args.extend([k.to_string(), v]);
+    }
+    let v = run_reference("resnet50-step", RESNET50_STEP_PY, &py_args)?;
+    let pytorch = Side {
+        seconds: field(&v, "seconds")?,
+        images_per_sec: field(&v, "images_per_sec")?,
+        phase_ms: v.get("phase_ms").and_then(|p| serde_json::from_value(p.clone()).ok()),
+        extra: serde_json::json!({
+            "loss": v.get("loss"),
+            "optimizer_impl": v.get("optimizer_impl"),
+            "threads": v.get("threads"),
+            "interop_threads": v.get("interop_threads"),
+            "torch": v.get("torch"),
+        }),
+    };
+    Ok(Report {
+        benchmark: "resnet50-step".into(),
+        description: format!(
+            "ResNet-50 full fine-tuning step: batch {RESNET_BATCH} of 3x224x224 random images, {RESNET_CLASSES}-class \
+             head, random init, train mode, cross-entropy, backward, AdamW (lr {LR}, weight decay {WEIGHT_DECAY} \
+             except biases and norms), zero_grad; {RESNET_WARMUP} warm-up steps, then {iters} timed"
+        ),
+        device: device_name(device),
+        threads: tch::get_num_threads(),
+        interop_threads: tch::get_num_interop_threads(),
+        iters,
+        ratio: suite.images_per_sec / pytorch.images_per_sec,
+        suite,
+        pytorch,
+        aim: 1.1,
+    })
+}
+
+/// suite's side: the registry's ResNet-50 on a VarStore, suite's parameter groups and AdamW, the step the trainer
+/// does (forward, loss, backward, optimizer step, zero_grad, reading the loss).
+fn resnet50_step_suite(iters: usize, device: Device) -> Result<Side> {
+    tch::manual_seed(0);
+    let vs = VarStore::new(device);
+    let model = lookup("resnet50")?.build(&vs.root(), RESNET_CLASSES)?;
+    let mut optimizer = OptimizerConfig::default().build(param_groups(&vs, &[], WEIGHT_DECAY));
+    let x = Tensor::randn([RESNET_BATCH, 3, 224, 224], (Kind::Float, device));
+    let y = Tensor::randint(RESNET_CLASSES, [RESNET_BATCH], (Kind::Int64, device));
+    let mut phases = Phases::default();
+    let mut step = |phases: &mut Phases| -> f64 {
+        let t0 = Instant::now();
+        let loss = model.forward_t(&x, true).cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
+        let t1 = Instant::now();
+        loss.backward();
+        let t2 = Instant::now();
+        optimizer.step(LR);
+        optimizer.zero_grad();
+        let t3 = Instant::now();
+        let value = loss.double_value(&[]);
+        phases.forward += (t1 - t0).as_secs_f64() * 1e3;
+        phases.backward += (t2 - t1).as_secs_f64() * 1e3;
+        phases.optimizer += (t3 - t2).as_secs_f64() * 1e3;
+        value
+    };
+    for _ in 0..RESNET_WARMUP {
+        step(&mut phases);
+    }
+    sync(device);
+    let mut phases = Phases::default();
+    let start = Instant::now();
+    let mut loss = 0.0;
+    for _ in 0..iters {
+        loss = step(&mut phases);
+    }
+    sync(device);
+    let seconds = start.elapsed().as_secs_f64();
+    let n = iters as f64;
+    let phase_ms = (!device.is_cuda()).then(|| Phases {
+        forward: phases.forward / n,
+        backward: phases.backward / n,
+        optimizer: phases.optimizer / n,
+    });
+    Ok(Side {
+        seconds,
+        images_per_sec: (RESNET_BATCH as usize * iters) as f64 / seconds,
+        phase_ms,
+        extra: serde_json::json!({ "loss": loss, "optimizer_impl": "suite_core::optim::AdamW (per tensor)" }),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// head-only
+
+/// A temporary folder removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("suite-bench-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Ten colours, one per class.
+const PALETTE: [[f64; 3]; 10] = [
+    [230., 25., 75.],
+    [60., 180., 75.],
+    [255., 225., 25.],
+    [0., 130., 200.],
+    [245., 130., 48.],
+    [145., 30., 180.],
+    [70., 240., 240.],
+    [240., 50., 230.],
+    [128., 128., 0.],
+    [0., 0., 128.],
+];
+
+/// Writes an ImageFolder of synthetic 320×240 JPEGs under `root` (`train/classK/NNN.jpg`, `val/…`): a coloured
+/// rectangle of random size and place, the class's colour, on a noisy grey background. Returns the image count.
+fn write_shapes(root: &Path) -> Result<usize> {
+    tch::manual_seed(7);
+    let cpu = (Kind::Float, Device::Cpu);
+    let uniform = |lo: i64, hi: i64| Tensor::randint_low(lo, hi, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]);
+    let (h, w) = (240i64, 320i64);
+    let mut count = 0;
+    for (split, per_class) in [("train", HEAD_TRAIN_PER_CLASS), ("val", HEAD_VAL_PER_CLASS)] {
+        for (k, colour) in PALETTE.iter().enumerate() {
+            let dir = root.join(split).join(format!("class{k}"));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for i in 0..per_class {
+                let img = Tensor::rand([3, h, w], cpu) * 96.0 + 80.0;
+                let (rh, rw) = (uniform(h / 3, 2 * h / 3), uniform(w / 3, 2 * w / 3));
+                let (y0, x0) = (uniform(0, h - rh), uniform(0, w - rw));
+                let fill = Tensor::from_slice(colour).to_kind(Kind::Float).view([3, 1, 1])
+                    + Tensor::rand([3, rh, rw], cpu) * 40.0
+                    - 20.0;
+                img.narrow(1, y0, rh).narrow(2, x0, rw).copy_(&fill);
+                let file = dir.join(format!("{i:03}.jpg"));
+                tch::vision::image::save(&img.clamp(0.0, 255.0), &file)
+                    .with_context(|| format!("writing {}", file.display()))?;
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
+}
+
+fn head_only(epochs: usize, device: Device) -> Result<Report> {
+    let tmp = TempDir::new()?;
+    let data = tmp.0.join("data");
+    let images = write_shapes(&data)?;
+    let train_images = PALETTE.len() * HEAD_TRAIN_PER_CLASS;
+    let spec = lookup("efficientnet_lite0")?;
+    let weights = spec.asset_path().context("efficientnet_lite0's weights are an asset")?;
+    if !weights.exists() {
+        bail!("{}: EfficientNet-Lite0 weights not found; run scripts/setup.sh", weights.display());
+    }
+
+    eprintln!("suite: {epochs} epochs of head-only tuning with the feature cache on {images} images…");
+    let suite = head_only_suite(&data, &tmp.0.join("run"), epochs, device, train_images)?;
+    eprintln!("PyTorch eager: the same job, backbone forward every epoch…");
+    let out = tmp.0.join("torch");
+    std::fs::create_dir_all(&out)?;
+    let mut py_args = thread_args(device);
+    for (k, v) in [
+        ("--data", data.display().to_string()),
+        ("--weights", weights.display().to_string()),
+        ("--out", out.display().to_string()),
+        ("--epochs", epochs.to_string()),
+        ("--batch", HEAD_BATCH.to_string()),
+        ("--lr", LR.to_string()),
+        ("--weight-decay", WEIGHT_DECAY.to_string()),
+        ("--workers", HEAD_WORKERS.to_string()),
+    ] {
+        py_args.extend([k.to_string(), v]);
+    }
+    let v = run_reference("head-only", HEAD_ONLY_PY, &py_args)?;
+    let seconds = field(&v, "seconds")?;
+    let pytorch = Side {
+        seconds,
+        images_per_sec: (train_images * epochs) as f64 / seconds,
+        phase_ms: None,
+        extra: serde_json::json!({
+            "val_accuracy": v.get("val_accuracy"),
+            "threads": v.get("threads"),
+            "interop_threads": v.get("interop_threads"),
+            "torch": v.get("torch"),
+        }),
+    };
+    Ok(Report {
+        benchmark: "head-only".into(),
+        description: format!(
+            "head-only fine-tuning of EfficientNet-Lite0 (pretrained) end to end, {epochs} epochs, {train_images} \
+             training + {} validation 320x240 JPEGs in 10 classes, 224x224 input, batch {HEAD_BATCH}, AdamW, \
+             validation every epoch, {HEAD_WORKERS} data workers; suite caches the backbone features, PyTorch runs \
+             the frozen backbone every epoch",
+            images - train_images
+        ),
+        device: device_name(device),
+        threads: tch::get_num_threads(),
+        interop_threads: tch::get_num_interop_threads(),
+        iters: epochs,
+        ratio: pytorch.seconds / suite.seconds,
+        suite,
+        pytorch,
+        aim: 8.0,
+    })
+}
+
+/// suite's side: the real pipeline (`prepare` with the feature cache, then the trainer with its evaluation,
+/// checkpoints and saved models), timed from loading the data to the saved model.
+fn head_only_suite(data: &Path, run: &Path, epochs: usize, device: Device, train_images: usize) -> Result<Side> {
+    let vision = VisionConfig {
+        model: "efficientnet_lite0".into(),
+        data: Some(data.to_path_buf()),
+        tune: Tune::Head,
+        augment: Augment::None,
+        cache_features: true,
+        ..VisionConfig::default()
+    };
+    let mut train = TrainConfig {
+        epochs,
+        batch_size: HEAD_BATCH,
+        lr: LR,
+        weight_decay: WEIGHT_DECAY,
+        clip_grad_norm: None,
+        device: device_name(device),
+        workers: HEAD_WORKERS,
+        ..TrainConfig::default()
+    };
+    train.schedule.kind = ScheduleKind::Constant;
+    let start = Instant::now();
+    let job = prepare(&vision, &train, device, false)?;
+    let JobData::Features { train: train_data, val } = job.data else {
+        bail!("head-only tuning without augmentation should use the feature cache");
+    };
+    let mut task = job.task;
+    let summary = Trainer::new(train, RunDir::create(run, true)?)?.with_group_rules(job.rules).quiet(true).fit(
+        &mut task,
+        &train_data,
+        Some(&val),
+        false,
+    )?;
+    sync(device);
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Side {
+        seconds,
+        images_per_sec: (train_images * epochs) as f64 / seconds,
+        phase_ms: None,
+        extra: serde_json::json!({
+            "val_accuracy": summary.last_eval.as_ref().and_then(|m| m.get("accuracy")),
+            "train_loop_s": summary.elapsed_s,
+        }),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// output
+
+fn print_table(r: &Report) {
+    println!("suite bench {}: {}", r.benchmark, r.description);
+    println!("device {}, libtorch threads {} (inter-op {}) on both sides", r.device, r.threads, r.interop_threads);
+    println!();
+    println!("{:<22}{:>14}{:>16}", "", "suite", "PyTorch eager");
+    let row = |label: &str, a: f64, b: f64| println!("{label:<22}{a:>14.2}{b:>16.2}");
+    row("time (s)", r.suite.seconds, r.pytorch.seconds);
+    row("images/s", r.suite.images_per_sec, r.pytorch.images_per_sec);
+    if let (Some(a), Some(b)) = (r.suite.phase_ms, r.pytorch.phase_ms) {
+        row("forward (ms/step)", a.forward, b.forward);
+        row("backward (ms/step)", a.backward, b.backward);
+        row("optimizer (ms/step)", a.optimizer, b.optimizer);
+    }
+    let acc = |s: &Side| s.extra.get("val_accuracy").and_then(Value::as_f64);
+    if let (Some(a), Some(b)) = (acc(&r.suite), acc(&r.pytorch)) {
+        row("val accuracy", a, b);
+    }
+    println!();
+    let verdict = if r.ratio >= r.aim { "meets" } else { "below" };
+    println!("ratio (suite / PyTorch throughput): {:.2}x ({verdict} the aim of {:.1}x)", r.ratio, r.aim);
+}
