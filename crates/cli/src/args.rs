@@ -94,6 +94,9 @@ pub struct FinetuneArgs {
     /// CutMix alpha (0 disables).
     #[arg(long)]
     pub cutmix: Option<f64>,
+    /// Input side in pixels, overriding the model's default.
+    #[arg(long)]
+    pub input_size: Option<u32>,
     /// Skip unreadable images (listed in the run report) instead of failing.
     #[arg(long)]
     pub skip_bad: bool,

@@ -18,7 +18,8 @@ fn main() -> ExitCode {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("unknown failure");
-        let first = msg.lines().next().unwrap_or(msg);
+        // tch's panics carry libtorch's whole C++ backtrace, escaped: keep its first line.
+        let first = msg.lines().next().unwrap_or(msg).split("\\n").next().unwrap_or(msg);
         eprintln!("error: internal failure: {first}");
     }));
     match std::panic::catch_unwind(|| commands::run(cli)) {

@@ -41,7 +41,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             }
         }
     };
-    let transform = Transform::eval(transform_config(task.spec, Augment::None))?;
+    let transform = Transform::eval(transform_config(&task.preprocess, Augment::None))?;
     let ds = Arc::new(ImageDataset::new(samples, transform));
     let loader = DataLoader::sequential(ds, LoaderConfig { batch_size: args.batch_size, ..LoaderConfig::default() });
     let metrics = evaluate(&mut task, &loader)?;

@@ -66,6 +66,9 @@ fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
         if args.val_data.is_some() {
             v.val_data = args.val_data.clone();
         }
+        if args.input_size.is_some() {
+            v.input_size = args.input_size;
+        }
         if let Some(s) = args.val_split {
             v.val_split = s;
         }

@@ -18,7 +18,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let mut task = load_timm_layout(&model_dir(&args.run, &args.which)?, device)?;
     task.inputs = Inputs::Pixels;
-    let transform = Transform::eval(transform_config(task.spec, Augment::None))?;
+    let transform = Transform::eval(transform_config(&task.preprocess, Augment::None))?;
     let [c, h, w] = transform.output_shape();
     let k = args.top_k.clamp(1, task.classes.len());
     let mut rng = suite_core::data::SampleRng::seed_from_u64(0);

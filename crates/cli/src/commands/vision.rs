@@ -10,7 +10,7 @@ use suite_core::runs::{plot_confusion, summary_table, RunDir};
 use suite_core::train::TrainModel;
 use suite_core::train::{FitSummary, Trainer};
 use suite_vision::data::ImageBatch;
-use suite_vision::task::{load_timm_layout, prepare, ClassifierTask, Inputs, JobData, VisionJob};
+use suite_vision::task::{load_timm_layout, prepare, ClassifierTask, JobData, VisionJob};
 
 use crate::job::JobFile;
 
@@ -61,15 +61,10 @@ fn write_job_notes(run: &RunDir, job: &VisionJob, model: &str) -> Result<()> {
 /// writes the confusion matrix (CSV and PNG), the per-class scores and a summary.
 fn report(run: &RunDir, job: &VisionJob, summary: &FitSummary, device: tch::Device) -> Result<()> {
     let mut task = load_timm_layout(&run.best_dir(), device)?;
+    task.inputs = job.task.inputs;
     let metrics = match &job.data {
-        JobData::Pixels { val, .. } => {
-            task.inputs = Inputs::Pixels;
-            evaluate(&mut task, val)?
-        }
-        JobData::Features { val, .. } => {
-            task.inputs = Inputs::Features;
-            evaluate(&mut task, val)?
-        }
+        JobData::Pixels { val, .. } => evaluate(&mut task, val)?,
+        JobData::Features { val, .. } => evaluate(&mut task, val)?,
     };
     write_report(run, &task, &metrics, summary)
 }

@@ -33,7 +33,14 @@ impl Stage {
 pub trait ImageClassifier: VisitLayers + Send {
     /// Pooled backbone features `[N, num_features]` of images `x` `[N, 3, H, W]` (normalised as the model's
     /// preprocessing says); `train` switches batch statistics and stochastic regularisation.
-    fn forward_features(&self, x: &Tensor, train: bool) -> Tensor;
+    fn forward_features(&self, x: &Tensor, train: bool) -> Tensor {
+        global_avg_pool(&self.forward_stages(x, 0..self.stages().len(), train))
+    }
+
+    /// Runs the stages `range` of [`ImageClassifier::stages`] on `x` — the images when the range starts at 0, else
+    /// the activation map stage `range.start - 1` produced — and returns the activation map, before pooling.
+    /// Caching the output of the frozen stages lets `--tune last:N` skip them after the first pass.
+    fn forward_stages(&self, x: &Tensor, range: std::ops::Range<usize>, train: bool) -> Tensor;
 
     /// Class logits `[N, num_classes]` from pooled features (dropout, if the model has any, then the linear head).
     fn forward_head(&self, features: &Tensor, train: bool) -> Tensor;

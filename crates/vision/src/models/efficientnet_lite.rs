@@ -10,7 +10,7 @@ use anyhow::Result;
 use suite_core::nn::{BatchNorm2d, Conv2d, Conv2dConfig, LayerVisitor, Linear, VisitLayers};
 use tch::{nn, Tensor};
 
-use super::classifier::{check_num_classes, global_avg_pool, ImageClassifier, Stage};
+use super::classifier::{check_num_classes, ImageClassifier, Stage};
 
 /// TensorFlow's batch-norm epsilon, kept by the converted checkpoint.
 const BN_EPS: f64 = 1e-3;
@@ -265,13 +265,23 @@ impl EfficientNetLite {
 }
 
 impl ImageClassifier for EfficientNetLite {
-    fn forward_features(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut x = self.bn0.forward_t(&self.conv_stem.forward_t(x, train), train).relu6();
-        for block in &self.blocks {
-            x = block.forward_t(&x, train);
+    fn forward_stages(&self, x: &Tensor, range: std::ops::Range<usize>, train: bool) -> Tensor {
+        let n_block_stages = self.stage_starts.len();
+        let mut x = x.shallow_clone();
+        for stage in range {
+            if stage == 0 {
+                x = self.bn0.forward_t(&self.conv_stem.forward_t(&x, train), train).relu6();
+            } else if stage <= n_block_stages {
+                let start = self.stage_starts[stage - 1];
+                let end = self.stage_starts.get(stage).copied().unwrap_or(self.blocks.len());
+                for block in &self.blocks[start..end] {
+                    x = block.forward_t(&x, train);
+                }
+            } else {
+                x = self.bn1.forward_t(&self.conv_head.forward_t(&x, train), train).relu6();
+            }
         }
-        let x = self.bn1.forward_t(&self.conv_head.forward_t(&x, train), train).relu6();
-        global_avg_pool(&x)
+        x
     }
 
     fn forward_head(&self, features: &Tensor, train: bool) -> Tensor {

@@ -7,7 +7,7 @@ use anyhow::Result;
 use suite_core::nn::{BatchNorm2d, Conv2d, Conv2dConfig, LayerVisitor, Linear, VisitLayers};
 use tch::{nn, Tensor};
 
-use super::classifier::{check_num_classes, global_avg_pool, ImageClassifier, Stage};
+use super::classifier::{check_num_classes, ImageClassifier, Stage};
 
 /// torch's `BatchNorm2d` default, which torchvision and timm ResNets keep.
 const BN_EPS: f64 = 1e-5;
@@ -166,13 +166,19 @@ impl ResNet {
 }
 
 impl ImageClassifier for ResNet {
-    fn forward_features(&self, x: &Tensor, train: bool) -> Tensor {
-        let x = self.bn1.forward_t(&self.conv1.forward_t(x, train), train).relu();
-        let mut x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
-        for block in self.layers.iter().flatten() {
-            x = block.forward_t(&x, train);
+    fn forward_stages(&self, x: &Tensor, range: std::ops::Range<usize>, train: bool) -> Tensor {
+        let mut x = x.shallow_clone();
+        for stage in range {
+            if stage == 0 {
+                let y = self.bn1.forward_t(&self.conv1.forward_t(&x, train), train).relu();
+                x = y.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+            } else {
+                for block in &self.layers[stage - 1] {
+                    x = block.forward_t(&x, train);
+                }
+            }
         }
-        global_avg_pool(&x)
+        x
     }
 
     fn forward_head(&self, features: &Tensor, train: bool) -> Tensor {

@@ -6,15 +6,21 @@ use suite_core::train::TrainModel;
 use tch::{nn::VarStore, Kind, Reduction, Tensor};
 
 use crate::data::{ClassList, ImageBatch};
-use crate::models::{ImageClassifier, ModelSpec};
+use crate::models::{ImageClassifier, ModelSpec, Preprocess};
 
-/// What the batches hold: images, or backbone features computed once (head-only tuning with the feature cache).
+/// What the batches hold: images, or the output of the frozen part of the backbone computed once (the feature
+/// cache of `--tune head` and `--tune last:N` without augmentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inputs {
     /// `[N, 3, H, W]` normalised images.
     Pixels,
-    /// `[N, num_features]` pooled backbone features.
+    /// `[N, num_features]` pooled backbone features (head-only tuning).
     Features,
+    /// `[N, C, H, W]` activation maps of the stages before `from`, which the model runs from there on.
+    Activations {
+        /// First stage still to run.
+        from: usize,
+    },
 }
 
 /// Image classification as the trainer sees it: a classifier, its loss (cross-entropy with label smoothing and
@@ -36,6 +42,8 @@ pub struct ClassifierTask {
     pub cutmix: f64,
     /// What batches hold.
     pub inputs: Inputs,
+    /// The preprocessing the model is trained and served with (the registry's, or with `input_size` overridden).
+    pub preprocess: Preprocess,
     /// Full report (per class, confusion matrix) of the last evaluation.
     pub last_report: Option<ClassificationReport>,
 }
@@ -47,6 +55,12 @@ impl ClassifierTask {
         match self.inputs {
             Inputs::Pixels => self.model.forward_t(&x, train),
             Inputs::Features => self.model.forward_head(&x, train),
+            Inputs::Activations { from } => {
+                let n = self.model.stages().len();
+                let maps = self.model.forward_stages(&x, from..n, train);
+                let pooled = maps.mean_dim([-2i64, -1].as_slice(), false, None::<Kind>);
+                self.model.forward_head(&pooled, train)
+            }
         }
     }
 
@@ -61,7 +75,7 @@ impl ClassifierTask {
         let use_cutmix = self.cutmix > 0.0
             && (self.mixup == 0.0 || Tensor::rand([1], (Kind::Float, tch::Device::Cpu)).double_value(&[0]) < 0.5);
         let alpha = if use_cutmix { self.cutmix } else { self.mixup };
-        if alpha <= 0.0 || self.inputs == Inputs::Features && use_cutmix {
+        if alpha <= 0.0 || self.inputs != Inputs::Pixels && use_cutmix {
             return None;
         }
         let g = Tensor::from_slice(&[alpha, alpha]).to_kind(Kind::Float).internal_standard_gamma();

@@ -102,6 +102,8 @@ pub struct VisionConfig {
     pub skip_bad: bool,
     /// Cache backbone features when only the head trains and nothing is augmented.
     pub cache_features: bool,
+    /// Input side in pixels, overriding the model's default (e.g. 128 for small images such as digits).
+    pub input_size: Option<u32>,
 }
 
 impl Default for VisionConfig {
@@ -121,6 +123,7 @@ impl Default for VisionConfig {
             cutmix: 0.0,
             skip_bad: false,
             cache_features: true,
+            input_size: None,
         }
     }
 }
@@ -143,14 +146,20 @@ impl VisionConfig {
         if self.mixup < 0.0 || self.cutmix < 0.0 {
             bail!("vision.mixup and vision.cutmix must be ≥ 0");
         }
+        if let Some(s) = self.input_size {
+            if !(16..=2048).contains(&s) {
+                bail!("vision.input_size must be between 16 and 2048 pixels, got {s}");
+            }
+        }
         crate::models::lookup(&self.model)?;
         Ok(())
     }
 
-    /// Whether features can be computed once: only the head trains and every epoch sees the same pixels.
+    /// Whether the frozen part of the backbone can be computed once: nothing that trains comes before it and
+    /// every epoch sees the same pixels (no augmentation, mixup or cutmix).
     pub fn uses_feature_cache(&self) -> bool {
         self.cache_features
-            && self.tune == Tune::Head
+            && matches!(self.tune, Tune::Head | Tune::LastN(_))
             && self.augment == Augment::None
             && self.mixup == 0.0
             && self.cutmix == 0.0

@@ -14,7 +14,7 @@ use crate::models::{lookup, Interpolation};
 /// `num_classes`, `label_names` and the `pretrained_cfg` preprocessing, plus suite's own `model` key.
 pub fn save_timm_layout(task: &ClassifierTask, dir: &Path) -> Result<()> {
     let spec = task.spec;
-    let p = &spec.preprocess;
+    let p = &task.preprocess;
     let config = json!({
         "architecture": spec.arch,
         "num_classes": task.classes.len(),
@@ -52,6 +52,14 @@ pub fn load_timm_layout(dir: &Path, device: Device) -> Result<ClassifierTask> {
         None => bail!("{}: missing `label_names`", config_path.display()),
     };
     let classes = ClassList::new(labels).with_context(|| format!("{}: label_names", config_path.display()))?;
+    let mut preprocess = spec.preprocess;
+    let pc = &config["pretrained_cfg"];
+    if let Some(size) = pc["input_size"].get(2).and_then(|v| v.as_i64()) {
+        preprocess.input_size = size;
+    }
+    if let Some(c) = pc["crop_pct"].as_f64() {
+        preprocess.crop_pct = c;
+    }
     let vs = VarStore::new(device);
     let model = spec.build(&vs.root(), classes.len() as i64)?;
     load_safetensors(&vs, &[dir.join("model.safetensors")], &LoadOptions::strict())?;
@@ -64,6 +72,7 @@ pub fn load_timm_layout(dir: &Path, device: Device) -> Result<ClassifierTask> {
         mixup: 0.0,
         cutmix: 0.0,
         inputs: Inputs::Pixels,
+        preprocess,
         last_report: None,
     })
 }

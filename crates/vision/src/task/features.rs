@@ -8,22 +8,27 @@ use tch::{Device, Tensor};
 use crate::data::{ImageBatch, ImageDataset};
 use crate::models::ImageClassifier;
 
-/// Backbone features computed once, for head-only tuning without augmentation: every epoch after the first pass
-/// costs only the linear head.
+/// The output of the frozen part of the backbone computed once, for tuning without augmentation: pooled features
+/// for `--tune head` (every later epoch costs only the linear head) or the activation maps entering the first
+/// trained stage for `--tune last:N`.
 pub struct FeatureDataset {
     // Plain vectors rather than tensors: loader workers share the dataset, and tch tensors are not `Sync`.
     features: Vec<f32>,
     labels: Vec<i64>,
+    /// Shape of one item (`[C]` or `[C, H, W]`).
+    shape: Vec<i64>,
     dim: usize,
 }
 
 impl FeatureDataset {
-    /// Runs the frozen backbone (eval mode, no gradients) over `images` and keeps the pooled features in memory.
+    /// Runs the frozen backbone (eval mode, no gradients) over `images` and keeps its output in memory: the pooled
+    /// features when `upto` is `None`, else the activation maps after the stages `0..upto`.
     pub fn compute(
         model: &dyn ImageClassifier,
         images: Arc<ImageDataset>,
         loader: &LoaderConfig,
         device: Device,
+        upto: Option<usize>,
         what: &str,
     ) -> Result<Self> {
         let loader = DataLoader::sequential(images, loader.clone());
@@ -38,20 +43,25 @@ impl FeatureDataset {
         let (mut feats, mut labels) = (Vec::new(), Vec::new());
         for batch in loader.iter_epoch(0, 0) {
             let batch = batch?;
-            let f = tch::no_grad(|| model.forward_features(&batch.images.to_device(device), false));
+            let x = batch.images.to_device(device);
+            let f = tch::no_grad(|| match upto {
+                None => model.forward_features(&x, false),
+                Some(k) => model.forward_stages(&x, 0..k, false),
+            });
             bar.inc(batch.labels.size()[0] as u64);
             feats.push(f.to_device(Device::Cpu));
             labels.push(batch.labels);
         }
         bar.finish_and_clear();
         let features = Tensor::cat(&feats, 0).to_kind(tch::Kind::Float);
-        let dim = features.size()[1] as usize;
+        let shape = features.size()[1..].to_vec();
+        let dim = shape.iter().product::<i64>() as usize;
         let features = Vec::<f32>::try_from(features.view([-1]))?;
         let labels = Vec::<i64>::try_from(Tensor::cat(&labels, 0))?;
-        Ok(Self { features, labels, dim })
+        Ok(Self { features, labels, shape, dim })
     }
 
-    /// Width of the features.
+    /// Number of values per item.
     pub fn dim(&self) -> usize {
         self.dim
     }
@@ -76,9 +86,8 @@ impl Dataset for FeatureDataset {
             x.extend_from_slice(&self.features[i * d..(i + 1) * d]);
         }
         let y: Vec<i64> = items.iter().map(|&i| self.labels[i]).collect();
-        Ok(ImageBatch {
-            images: Tensor::from_slice(&x).view([items.len() as i64, d as i64]),
-            labels: Tensor::from_slice(&y),
-        })
+        let mut shape = vec![items.len() as i64];
+        shape.extend(&self.shape);
+        Ok(ImageBatch { images: Tensor::from_slice(&x).view(shape.as_slice()), labels: Tensor::from_slice(&y) })
     }
 }

@@ -9,14 +9,14 @@ use suite_core::weights::{load_safetensors, load_torch_pickle, resolve_model, Lo
 use tch::{nn::VarStore, Device};
 
 use super::classifier::{ClassifierTask, Inputs};
-use super::config::{Augment, Init, VisionConfig};
+use super::config::{Augment, Init, Tune, VisionConfig};
 use super::features::FeatureDataset;
 use super::tune::apply_tune;
 use crate::data::{
     check_decodable, load_image_folder, load_manifest, scan_class_folders, stratified_split, BadFile, ClassList,
     ImageDataset, Interpolation as DataInterp, Transform, TransformConfig,
 };
-use crate::models::{lookup, Interpolation, ModelSpec, WeightsFormat, WeightsSource};
+use crate::models::{lookup, ImageClassifier, Interpolation, ModelSpec, Preprocess, WeightsFormat, WeightsSource};
 
 /// Training and validation loaders, over images or over cached features.
 pub enum JobData {
@@ -54,9 +54,8 @@ pub struct VisionJob {
     pub weights_from: String,
 }
 
-/// The image transform settings of a registry entry with the job's augmentation level.
-pub fn transform_config(spec: &ModelSpec, augment: Augment) -> TransformConfig {
-    let p = &spec.preprocess;
+/// The image transform settings of a model's preprocessing with the job's augmentation level.
+pub fn transform_config(p: &Preprocess, augment: Augment) -> TransformConfig {
     let mut t = TransformConfig {
         input_size: p.input_size as u32,
         mean: p.mean.map(|v| v as f32),
@@ -110,7 +109,11 @@ pub fn prepare(cfg: &VisionConfig, train: &TrainConfig, device: Device, resume: 
     };
     let rules = apply_tune(&vs, model.as_mut(), cfg.tune, cfg.backbone_lr_mult)?;
 
-    let tcfg = transform_config(spec, cfg.augment);
+    let mut preprocess = spec.preprocess;
+    if let Some(size) = cfg.input_size {
+        preprocess.input_size = size as i64;
+    }
+    let tcfg = transform_config(&preprocess, cfg.augment);
     let train_tf =
         if cfg.augment == Augment::None { Transform::eval(tcfg.clone())? } else { Transform::train(tcfg.clone())? };
     let eval_tf = Transform::eval(tcfg)?;
@@ -119,19 +122,28 @@ pub fn prepare(cfg: &VisionConfig, train: &TrainConfig, device: Device, resume: 
     let train_ds = Arc::new(ImageDataset::new(train_s, train_tf));
     let val_ds = Arc::new(ImageDataset::new(val_s.clone(), eval_tf));
     let mut inputs = Inputs::Pixels;
-    let data = if cfg.uses_feature_cache() {
-        inputs = Inputs::Features;
-        let ftrain = FeatureDataset::compute(model.as_ref(), train_ds, &loader, device, "train")?;
-        let fval = FeatureDataset::compute(model.as_ref(), val_ds, &loader, device, "val")?;
-        JobData::Features {
-            train: DataLoader::shuffled(Arc::new(ftrain), LoaderConfig { workers: 0, ..loader.clone() }),
-            val: DataLoader::sequential(Arc::new(fval), LoaderConfig { workers: 0, ..loader }),
-        }
+    let cache = if cfg.uses_feature_cache() {
+        cache_plan(cfg, model.as_ref(), &preprocess, train_ds.samples().len() + val_ds.samples().len(), device)
     } else {
-        JobData::Pixels {
+        None
+    };
+    let data = match cache {
+        Some(upto) => {
+            inputs = match upto {
+                None => Inputs::Features,
+                Some(from) => Inputs::Activations { from },
+            };
+            let ftrain = FeatureDataset::compute(model.as_ref(), train_ds, &loader, device, upto, "train")?;
+            let fval = FeatureDataset::compute(model.as_ref(), val_ds, &loader, device, upto, "val")?;
+            JobData::Features {
+                train: DataLoader::shuffled(Arc::new(ftrain), LoaderConfig { workers: 0, ..loader.clone() }),
+                val: DataLoader::sequential(Arc::new(fval), LoaderConfig { workers: 0, ..loader }),
+            }
+        }
+        None => JobData::Pixels {
             train: DataLoader::shuffled(train_ds, loader.clone()),
             val: DataLoader::sequential(val_ds, loader),
-        }
+        },
     };
     let task = ClassifierTask {
         vs,
@@ -142,9 +154,44 @@ pub fn prepare(cfg: &VisionConfig, train: &TrainConfig, device: Device, resume: 
         mixup: cfg.mixup,
         cutmix: cfg.cutmix,
         inputs,
+        preprocess,
         last_report: None,
     };
     Ok(VisionJob { task, data, rules, skipped, load_report, val_samples: val_s, weights_from })
+}
+
+/// Memory the cached activations of the frozen stages may take before suite falls back to running the whole
+/// backbone every epoch.
+const CACHE_BUDGET_BYTES: i64 = 4 << 30;
+
+/// What to cache: `Some(None)` pooled features (head only), `Some(Some(k))` the activation maps after stages
+/// `0..k` (last:N), `None` nothing (over the memory budget).
+fn cache_plan(
+    cfg: &VisionConfig,
+    model: &dyn ImageClassifier,
+    pre: &Preprocess,
+    images: usize,
+    device: Device,
+) -> Option<Option<usize>> {
+    let n = model.stages().len();
+    let upto = match cfg.tune {
+        Tune::Head => return Some(None),
+        Tune::LastN(k) => n.saturating_sub(k),
+        Tune::Full => return None,
+    };
+    let size = pre.input_size;
+    let probe = tch::Tensor::zeros([1, 3, size, size], (tch::Kind::Float, device));
+    let per_image: i64 = tch::no_grad(|| model.forward_stages(&probe, 0..upto, false)).size().iter().product();
+    let bytes = per_image * 4 * images as i64;
+    if bytes > CACHE_BUDGET_BYTES {
+        eprintln!(
+            "feature cache: the frozen stages' output would take {:.1} GiB (> {} GiB): running the whole backbone every epoch",
+            bytes as f64 / (1u64 << 30) as f64,
+            CACHE_BUDGET_BYTES >> 30
+        );
+        return None;
+    }
+    Some(Some(upto))
 }
 
 fn load_samples(
