@@ -2,8 +2,8 @@
 //! (or from weights files these tests write), CPU only. Each test works in its own temporary folder.
 //!
 //! Every training run uses one libtorch thread and one loader worker: the test harness runs two tests at a time on
-//! CI's two cores. Images are resized to the models' 224-pixel input whatever their size, so what costs time is the
-//! number of images, not their size; the sets here hold a handful per class.
+//! CI's two cores. Images are resized to the model input whatever their size, so what costs time is that input
+//! (`--input-size 64` unless a test keeps the models' 224) and the number of images: a handful per class.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use tch::{Device, Kind, Tensor};
 const SUITE: &str = env!("CARGO_BIN_EXE_suite");
 const CLASSES: [&str; 3] = ["cat", "dog", "fox"];
 
-/// Flags of every training run (besides `--device cpu` and `--epochs 1`, which a test may change).
+/// Flags of every training run (besides the defaults of [`finetune_args`], which a test may change).
 const COMMON: &[&str] = &["--threads", "1", "--workers", "1", "--seed", "0"];
 
 /// What a finished `suite` process left.
@@ -84,12 +84,12 @@ fn suite(cwd: &Path, args: &[&str]) -> Out {
     }
 }
 
-/// The arguments of `suite finetune vision`: [`COMMON`], `--device cpu` and `--epochs 1` unless `flags` set them,
-/// the whitespace-separated `flags`, then `more` (paths, mostly).
+/// The arguments of `suite finetune vision`: [`COMMON`], `--device cpu`, `--epochs 1` and `--input-size 64` unless
+/// `flags` set them, the whitespace-separated `flags`, then `more` (paths, mostly).
 fn finetune_args(flags: &str, more: &[&str]) -> Vec<String> {
     let given: Vec<&str> = flags.split_whitespace().chain(more.iter().copied()).collect();
     let mut a: Vec<String> = ["finetune", "vision"].iter().chain(COMMON).map(|s| s.to_string()).collect();
-    for (flag, default) in [("--device", "cpu"), ("--epochs", "1")] {
+    for (flag, default) in [("--device", "cpu"), ("--epochs", "1"), ("--input-size", "64")] {
         if !given.contains(&flag) {
             a.extend([flag.to_string(), default.to_string()]);
         }
@@ -195,7 +195,8 @@ fn finetune_writes_a_complete_run_that_predict_and_eval_use() {
     let dir = tmp();
     let data = split_data(&dir.path().join("data"), 2, 1);
     let run = dir.path().join("run");
-    finetune(dir.path(), R18, &["--data", s(&data), "--out", s(&run)]).assert_ok();
+    // The models' own preprocessing (224 pixels), as a user gets it.
+    finetune(dir.path(), &format!("{R18} --input-size 224"), &["--data", s(&data), "--out", s(&run)]).assert_ok();
     for f in [
         "config.toml",
         "metrics.jsonl",
@@ -556,7 +557,8 @@ fn resnet50_from_torchvision_weights_exports_back_to_torchvision() {
 
 /// Flags of the resumable job: 6 training images in batches of 2, 3 epochs (9 steps), a checkpoint every 2 steps.
 fn resumable_job(data: &Path, out: &Path) -> Vec<String> {
-    let flags = format!("{R18} --tune last:1 --epochs 3 --batch-size 2 --save-steps 2");
+    // 128 pixels: slow enough that the run is still going when the test sees its first checkpoint.
+    let flags = format!("{R18} --tune last:1 --epochs 3 --batch-size 2 --save-steps 2 --input-size 128");
     finetune_args(&flags, &["--data", s(data), "--out", s(out)])
 }
 
