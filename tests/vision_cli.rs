@@ -335,8 +335,6 @@ fn csv_manifest_trains() {
 
 /// A run started with a relative `--data` can be evaluated (and resumed) from another working folder.
 #[test]
-#[ignore = "bug: commands/finetune.rs resolve() records --data (and --val-data, --weights) in config.toml as given, \
-            relative to the starting folder, so `suite eval --run` / `--resume` from elsewhere fails 'no such data folder'"]
 fn a_run_with_relative_data_paths_evaluates_from_another_folder() {
     let dir = tmp();
     split_data(&dir.path().join("data"), 1, 1);
@@ -700,8 +698,6 @@ fn corrupt_jpegs_are_listed_and_skip_bad_reports_them() {
 /// The decode check should report the bad images of the validation set along with those of the training set, so
 /// one run shows everything to fix.
 #[test]
-#[ignore = "bug: vision/src/task/job.rs prepare() returns the training set's decode error before it checks the \
-            validation images, so a corrupt val/ image is only reported on the next run"]
 fn corrupt_jpegs_of_train_and_val_are_listed_together() {
     let dir = tmp();
     let (data, bad) = data_with_corrupt_jpegs(&dir.path().join("data"));
@@ -805,7 +801,6 @@ fn bad_flags_and_configs_give_clear_errors() {
 /// `--lr -1` (with a space, as people type it) should reach suite's own check, which names the field; clap takes
 /// `-1` for a flag instead.
 #[test]
-#[ignore = "bug: clap rejects `--lr -1` as an unexpected argument `-1` (args.rs: numeric flags lack allow_negative_numbers)"]
 fn negative_lr_with_a_space_is_named() {
     let dir = tmp();
     let data = split_data(&dir.path().join("data"), 1, 1);
@@ -815,8 +810,6 @@ fn negative_lr_with_a_space_is_named() {
 
 /// A job refused for its settings or data leaves no run folder behind, so the corrected command can reuse `--out`.
 #[test]
-#[ignore = "bug: commands/vision.rs creates the run folder before prepare() validates the job; it stays behind and \
-            blocks the corrected rerun with 'already exists and is not empty'"]
 fn a_refused_job_leaves_no_run_folder() {
     let dir = tmp();
     let data = split_data(&dir.path().join("data"), 1, 1);

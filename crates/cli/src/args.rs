@@ -74,25 +74,25 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub val_data: Option<PathBuf>,
     /// Hold out this fraction of the training data for validation (stratified, seeded).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub val_split: Option<f64>,
     /// Tuning strategy: `head`, `last:N` or `full`.
     #[arg(long)]
     pub tune: Option<String>,
     /// Learning-rate multiplier of the pretrained backbone relative to the new head.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub backbone_lr_mult: Option<f64>,
     /// Label smoothing of the cross-entropy.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub label_smoothing: Option<f64>,
     /// Training-time augmentation: `none`, `light` (flip + crop) or `strong` (adds TrivialAugment and erasing).
     #[arg(long)]
     pub augment: Option<String>,
     /// Mixup alpha (0 disables).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub mixup: Option<f64>,
     /// CutMix alpha (0 disables).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub cutmix: Option<f64>,
     /// Input side in pixels, overriding the model's default.
     #[arg(long)]
@@ -121,16 +121,16 @@ pub struct TrainArgs {
     #[arg(long)]
     pub grad_accum: Option<usize>,
     /// Peak learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Decoupled weight decay.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
     /// `adamw` or `sgd`.
     #[arg(long)]
     pub optimizer: Option<OptimizerName>,
     /// SGD momentum.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
     /// SGD Nesterov momentum.
     #[arg(long)]
@@ -142,10 +142,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub warmup_steps: Option<usize>,
     /// Warmup as a fraction of all steps.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub warmup_ratio: Option<f64>,
     /// Clip the global gradient norm (0 disables).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub clip_grad_norm: Option<f64>,
     /// Evaluate every N steps (default: every epoch).
     #[arg(long)]
@@ -160,7 +160,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub early_stopping_patience: Option<usize>,
     /// Smallest improvement that resets the patience.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub early_stopping_min_delta: Option<f64>,
     /// Seed of everything random.
     #[arg(long)]

@@ -92,6 +92,16 @@ fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
         }
         v.skip_bad |= args.skip_bad;
     }
+    if let Some(v) = job.vision.as_mut() {
+        // The run records absolute paths, so `suite eval` and `--resume` work from any folder.
+        v.data = v.data.take().map(absolute);
+        v.val_data = v.val_data.take().map(absolute);
+        if let Some(w) = &v.weights {
+            if std::path::Path::new(w).exists() {
+                v.weights = Some(absolute(PathBuf::from(w)).display().to_string());
+            }
+        }
+    }
     let out = match &args.out {
         Some(o) => o.clone(),
         None => {
@@ -101,5 +111,15 @@ fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
             PathBuf::from("runs").join(format!("{:?}-{model}-{stamp}", args.domain).to_lowercase())
         }
     };
+    if out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        bail!(
+            "--out {}: the folder exists and is not empty; choose another --out, or continue it with --resume",
+            out.display()
+        );
+    }
     Ok((job, out, false))
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
 }

@@ -21,9 +21,10 @@ pub fn finetune(job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
     let device = parse_device(&job.train.device)?;
     suite_core::device::set_threads(job.train.threads);
     seed_torch(job.train.seed);
+    // The run folder appears only once the job is known to be valid.
+    let mut prepared = prepare(&vcfg, &job.train, device, resume)?;
     let run = RunDir::create(&out, !resume)?;
     eprintln!("run folder: {}", run.root().display());
-    let mut prepared = prepare(&vcfg, &job.train, device, resume)?;
     if !resume {
         run.write_config(&job)?;
     }

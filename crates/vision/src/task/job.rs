@@ -16,7 +16,7 @@ use crate::data::{
     check_decodable, load_image_folder, load_manifest, scan_class_folders, stratified_split, BadFile, ClassList,
     ImageDataset, Interpolation as DataInterp, Transform, TransformConfig,
 };
-use crate::models::{lookup, ImageClassifier, Interpolation, ModelSpec, Preprocess, WeightsFormat, WeightsSource};
+use crate::models::{lookup, ImageClassifier, Interpolation, ModelSpec, Preprocess, WeightsSource};
 
 /// Training and validation loaders, over images or over cached features.
 pub enum JobData {
@@ -90,9 +90,19 @@ pub fn prepare(cfg: &VisionConfig, train: &TrainConfig, device: Device, resume: 
     let data = cfg.data.as_ref().expect("validated");
     let (classes, train_s, val_s) = load_samples(cfg, data, train.seed)?;
     let workers = train.workers.max(1);
-    let (train_s, mut skipped) = check_decodable(train_s, workers, cfg.skip_bad)?;
-    let (val_s, bad_val) = check_decodable(val_s, workers, cfg.skip_bad)?;
+    // Both sets are checked before anything fails, so one error lists every unreadable file.
+    let n_images = train_s.len() + val_s.len();
+    let (train_s, mut skipped) = check_decodable(train_s, workers, true)?;
+    let (val_s, bad_val) = check_decodable(val_s, workers, true)?;
     skipped.extend(bad_val);
+    if !cfg.skip_bad && !skipped.is_empty() {
+        let list: Vec<String> = skipped.iter().map(|b| format!("  {}", b.to_string().trim_end())).collect();
+        bail!(
+            "{} of {n_images} images cannot be decoded (fix or remove them, or pass --skip-bad to drop them):\n{}",
+            skipped.len(),
+            list.join("\n")
+        );
+    }
     if train_s.is_empty() || val_s.is_empty() {
         bail!("{}: after skipping unreadable images, no training or no validation image is left", data.display());
     }
@@ -158,6 +168,21 @@ pub fn prepare(cfg: &VisionConfig, train: &TrainConfig, device: Device, resume: 
         last_report: None,
     };
     Ok(VisionJob { task, data, rules, skipped, load_report, val_samples: val_s, weights_from })
+}
+
+/// The registry's `.pth` assets are read once by the restricted unpickler and kept beside it as safetensors, which
+/// later runs memory-map.
+fn pickle_as_safetensors(pth: &Path) -> Result<PathBuf> {
+    let out = pth.with_extension("safetensors");
+    let fresh = |o: &Path| -> Option<bool> {
+        Some(std::fs::metadata(o).ok()?.modified().ok()? >= std::fs::metadata(pth).ok()?.modified().ok()?)
+    };
+    if fresh(&out) != Some(true) {
+        let tensors = suite_core::weights::read_torch_pickle(pth)?;
+        suite_core::weights::save_safetensors(&out, &tensors, None)
+            .with_context(|| format!("keeping {} as {}", pth.display(), out.display()))?;
+    }
+    Ok(out)
 }
 
 /// Memory the cached activations of the frozen stages may take before suite falls back to running the whole
@@ -275,7 +300,7 @@ pub fn load_pretrained(
                 if !p.exists() {
                     bail!("{}: pretrained weights of {} not found; run scripts/setup.sh (it fetches them) or pass --weights", p.display(), spec.name());
                 }
-                (p.clone(), p.display().to_string())
+                (pickle_as_safetensors(&p)?, p.display().to_string())
             }
             WeightsSource::Hub { repo, file } => {
                 let f = resolve_model(repo, &[file], &[]).with_context(|| {
@@ -288,8 +313,7 @@ pub fn load_pretrained(
             }
         },
     };
-    let is_pickle = matches!(file.extension().and_then(|e| e.to_str()), Some("pth" | "pt" | "bin" | "ckpt"))
-        || (weights.is_none() && spec.weights.format == WeightsFormat::TorchPickle);
+    let is_pickle = matches!(file.extension().and_then(|e| e.to_str()), Some("pth" | "pt" | "bin" | "ckpt"));
     let report = if is_pickle {
         load_torch_pickle(vs, &file, &opts)
     } else {
