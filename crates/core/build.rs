@@ -4,7 +4,8 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=csrc/amp.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
-    let libtorch = PathBuf::from(std::env::var("LIBTORCH").expect("LIBTORCH is set by .cargo/config.toml: run scripts/setup.sh"));
+    let libtorch =
+        PathBuf::from(std::env::var("LIBTORCH").expect("LIBTORCH is set by .cargo/config.toml: run scripts/setup.sh"));
     cc::Build::new()
         .cpp(true)
         .file("csrc/amp.cpp")

@@ -93,10 +93,7 @@ impl<D: Dataset> DataLoader<D> {
         };
         if self.config.workers == 0 {
             let mut plan = plan.into_iter();
-            return BatchIter {
-                total,
-                inner: Inner::Inline(Box::new(move || plan.next().map(|b| build(&b)))),
-            };
+            return BatchIter { total, inner: Inner::Inline(Box::new(move || plan.next().map(|b| build(&b)))) };
         }
         let plan = Arc::new(plan);
         let next = Arc::new(AtomicUsize::new(0));
@@ -106,7 +103,8 @@ impl<D: Dataset> DataLoader<D> {
         let build = Arc::new(build);
         let handles = (0..workers)
             .map(|_| {
-                let (plan, next, stop, tx, build) = (plan.clone(), next.clone(), stop.clone(), tx.clone(), build.clone());
+                let (plan, next, stop, tx, build) =
+                    (plan.clone(), next.clone(), stop.clone(), tx.clone(), build.clone());
                 std::thread::spawn(move || loop {
                     if stop.load(Ordering::Relaxed) {
                         break;
