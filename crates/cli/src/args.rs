@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Fine-tune a pretrained model and write a run folder.
-    Finetune(FinetuneArgs),
+    Finetune(Box<FinetuneArgs>),
     /// Evaluate a run's model (best, or final with --which final) on labelled data.
     Eval(EvalArgs),
     /// Predict with a run's model.

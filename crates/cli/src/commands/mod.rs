@@ -15,7 +15,7 @@ use crate::args::{Cli, Command, Domain};
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Finetune(a) => finetune::run(a),
+        Command::Finetune(a) => finetune::run(*a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Export(a) => export::run(a),
