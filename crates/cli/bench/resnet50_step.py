@@ -42,6 +42,7 @@ x = torch.randn(a.batch, 3, a.size, a.size, device=dev)
 y = torch.randint(0, a.classes, (a.batch,), device=dev)
 
 phases = [0.0, 0.0, 0.0]  # forward + loss, backward, optimizer step + zero_grad (CPU only: no syncs on CUDA)
+steps = []  # wall time of each step
 
 
 def step():
@@ -56,6 +57,7 @@ def step():
     value = loss.item()  # the training loop reads the loss every step, as suite's trainer does
     for i, d in enumerate((t1 - t0, t2 - t1, t3 - t2)):
         phases[i] += d
+    steps.append(time.perf_counter() - t0)
     return value
 
 
@@ -63,7 +65,7 @@ for _ in range(a.warmup):
     step()
 if cuda:
     torch.cuda.synchronize()
-phases = [0.0, 0.0, 0.0]
+phases, steps = [0.0, 0.0, 0.0], []
 start = time.perf_counter()
 for _ in range(a.iters):
     loss = step()
@@ -74,6 +76,7 @@ elapsed = time.perf_counter() - start
 print(json.dumps({
     "seconds": elapsed,
     "images_per_sec": a.batch * a.iters / elapsed,
+    "median_step_s": sorted(steps)[len(steps) // 2],
     "phase_ms": None if cuda else {k: 1000 * v / a.iters for k, v in zip(["forward", "backward", "optimizer"], phases)},
     "loss": loss,
     "threads": torch.get_num_threads(),
