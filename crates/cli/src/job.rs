@@ -121,4 +121,22 @@ mod tests {
         let e = load_recipe(&p, Domain::Vision).unwrap_err().to_string();
         assert!(e.contains("r.toml") && e.contains("line 3") && e.contains("batchsize"), "{e}");
     }
+
+    #[test]
+    fn every_shipped_recipe_loads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tasks");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let job = load_recipe(&path, Domain::Vision).unwrap_or_else(|e| panic!("{e:#}"));
+                job.train.validate().unwrap();
+                let mut vision = job.vision.unwrap();
+                vision.data.get_or_insert_with(|| "data".into());
+                vision.validate().unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "found {n} recipes in {}", dir.display());
+    }
 }
