@@ -14,6 +14,17 @@ pub struct ParamGroup {
     pub weight_decay: f64,
 }
 
+/// Zeroes (and detaches) the gradient of every parameter in `groups`; shared by the optimizers.
+pub(crate) fn zero_grads(groups: &[ParamGroup]) {
+    for (_, p) in groups.iter().flat_map(|g| &g.params) {
+        let mut grad = p.grad();
+        if grad.defined() {
+            let _ = grad.detach_();
+            let _ = grad.zero_();
+        }
+    }
+}
+
 /// A learning-rate multiplier for every parameter whose name starts with `prefix`; the first matching rule wins.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupRule {

@@ -58,15 +58,7 @@ impl Optimizer for Sgd {
     }
 
     fn zero_grad(&mut self) {
-        for g in &mut self.groups {
-            for (_, p) in &mut g.params {
-                let mut grad = p.grad();
-                if grad.defined() {
-                    let _ = grad.detach_();
-                    let _ = grad.zero_();
-                }
-            }
-        }
+        super::groups::zero_grads(&self.groups);
     }
 
     fn groups(&self) -> &[ParamGroup] {

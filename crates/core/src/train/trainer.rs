@@ -1,4 +1,4 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -367,7 +367,7 @@ impl Trainer {
         let dir = self.run.checkpoints_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let name = Checkpoint::folder_name(state.step);
-        let staging = dir.join(format!(".{name}.partial"));
+        let staging = runs::staging_dir(&dir.join(&name))?;
         if staging.exists() {
             std::fs::remove_dir_all(&staging)?;
         }
@@ -385,11 +385,7 @@ impl Trainer {
     }
 
     fn save_model_dir<M: TrainModel>(&self, model: &M, target: &Path) -> Result<()> {
-        let parent = target.parent().unwrap_or(Path::new("."));
-        let staging: PathBuf = parent.join(format!(
-            ".{}.partial",
-            target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-        ));
+        let staging = runs::staging_dir(target)?;
         if staging.exists() {
             std::fs::remove_dir_all(&staging)?;
         }
