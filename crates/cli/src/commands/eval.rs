@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use suite_core::data::{DataLoader, LoaderConfig};
 use suite_core::device::parse_device;
-use suite_vision::data::{load_image_folder, load_manifest, scan_class_folders, ImageDataset, Transform};
-use suite_vision::task::{load_timm_layout, transform_config, Augment, Inputs};
+use suite_vision::data::{load_manifest, scan_class_folders, ImageDataset, Transform};
+use suite_vision::task::{load_splits, load_timm_layout, transform_config, Augment, Inputs};
 
 use super::vision::{evaluate, model_dir};
 use crate::args::EvalArgs;
@@ -28,17 +28,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         Some(d) => scan_class_folders(d, Some(&task.classes))?.1,
         None => {
-            // The run's own validation split, recomputed from its recorded data path and seed.
-            let data = vcfg.data.clone().context("the run records no data path: pass --data")?;
-            match &vcfg.val_data {
-                Some(v) if v.is_file() => load_manifest(v, Some(&task.classes))?.1,
-                Some(v) => scan_class_folders(v, Some(&task.classes))?.1,
-                None if data.is_file() => {
-                    let all = load_manifest(&data, Some(&task.classes))?.1;
-                    suite_vision::data::stratified_split(&all, vcfg.val_split, job.train.seed).1
-                }
-                None => load_image_folder(&data, vcfg.val_split, job.train.seed)?.val,
+            // The run's own validation split, recomputed from its recorded data and seed as training made it.
+            let (classes, _, val) = load_splits(&vcfg, job.train.seed)?;
+            if classes.names() != task.classes.names() {
+                bail!(
+                    "the run's data now holds classes {:?}, its model {:?}: pass --data",
+                    classes.names(),
+                    task.classes.names()
+                );
             }
+            val
         }
     };
     let transform = Transform::eval(transform_config(&task.preprocess, Augment::None))?;

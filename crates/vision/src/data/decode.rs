@@ -152,20 +152,31 @@ pub fn validate(samples: &[Sample], workers: usize) -> Vec<BadFile> {
 /// Runs [`validate`]; with bad files present, fails listing every one of them, or with `skip_bad` drops them and
 /// returns them alongside the kept samples so the caller can report them.
 pub fn check_decodable(samples: Vec<Sample>, workers: usize, skip_bad: bool) -> Result<(Vec<Sample>, Vec<BadFile>)> {
-    let bad = validate(&samples, workers);
+    let (mut kept, bad) = check_decodable_sets(vec![samples], workers, skip_bad)?;
+    Ok((kept.pop().unwrap_or_default(), bad))
+}
+
+/// [`check_decodable`] over several sets (training and validation) at once, so that one error lists every bad
+/// file of all of them; returns each set's decodable images, in order.
+pub fn check_decodable_sets(
+    sets: Vec<Vec<Sample>>,
+    workers: usize,
+    skip_bad: bool,
+) -> Result<(Vec<Vec<Sample>>, Vec<BadFile>)> {
+    let bad: Vec<BadFile> = sets.iter().flat_map(|s| validate(s, workers)).collect();
     if bad.is_empty() {
-        return Ok((samples, bad));
+        return Ok((sets, bad));
     }
     if !skip_bad {
         let list: Vec<String> = bad.iter().map(|b| format!("  {b}")).collect();
         bail!(
             "{} of {} images cannot be decoded (fix or remove them, or pass --skip-bad to drop them):\n{}",
             bad.len(),
-            samples.len(),
+            sets.iter().map(Vec::len).sum::<usize>(),
             list.join("\n")
         );
     }
     let dropped: std::collections::HashSet<&PathBuf> = bad.iter().map(|b| &b.path).collect();
-    let kept = samples.iter().filter(|(p, _)| !dropped.contains(p)).cloned().collect();
+    let kept = sets.iter().map(|s| s.iter().filter(|(p, _)| !dropped.contains(p)).cloned().collect()).collect();
     Ok((kept, bad))
 }

@@ -13,7 +13,7 @@ use super::config::{Augment, Init, Tune, VisionConfig};
 use super::features::FeatureDataset;
 use super::tune::apply_tune;
 use crate::data::{
-    check_decodable, load_image_folder, load_manifest, scan_class_folders, stratified_split, BadFile, ClassList,
+    check_decodable_sets, load_image_folder, load_manifest, scan_class_folders, stratified_split, BadFile, ClassList,
     ImageDataset, Interpolation as DataInterp, Transform, TransformConfig,
 };
 use crate::models::{lookup, ImageClassifier, Interpolation, ModelSpec, Preprocess, WeightsSource};
@@ -88,21 +88,11 @@ pub fn prepare(cfg: &VisionConfig, train: &TrainConfig, device: Device, resume: 
     cfg.validate()?;
     let spec = lookup(&cfg.model)?;
     let data = cfg.data.as_ref().expect("validated");
-    let (classes, train_s, val_s) = load_samples(cfg, data, train.seed)?;
+    let (classes, train_s, val_s) = load_splits(cfg, train.seed)?;
     let workers = train.workers.max(1);
     // Both sets are checked before anything fails, so one error lists every unreadable file.
-    let n_images = train_s.len() + val_s.len();
-    let (train_s, mut skipped) = check_decodable(train_s, workers, true)?;
-    let (val_s, bad_val) = check_decodable(val_s, workers, true)?;
-    skipped.extend(bad_val);
-    if !cfg.skip_bad && !skipped.is_empty() {
-        let list: Vec<String> = skipped.iter().map(|b| format!("  {}", b.to_string().trim_end())).collect();
-        bail!(
-            "{} of {n_images} images cannot be decoded (fix or remove them, or pass --skip-bad to drop them):\n{}",
-            skipped.len(),
-            list.join("\n")
-        );
-    }
+    let (mut sets, skipped) = check_decodable_sets(vec![train_s, val_s], workers, cfg.skip_bad)?;
+    let (val_s, train_s) = (sets.pop().unwrap_or_default(), sets.pop().unwrap_or_default());
     if train_s.is_empty() || val_s.is_empty() {
         bail!("{}: after skipping unreadable images, no training or no validation image is left", data.display());
     }
@@ -219,11 +209,15 @@ fn cache_plan(
     Some(Some(upto))
 }
 
-fn load_samples(
+/// The classes and the training and validation images of a job: `val_data` if given, else the `val/` folder, else
+/// the seeded stratified `val_split` of the training data. `suite eval` recomputes a run's validation set with it.
+pub fn load_splits(
     cfg: &VisionConfig,
-    data: &Path,
     seed: u64,
 ) -> Result<(ClassList, Vec<crate::data::Sample>, Vec<crate::data::Sample>)> {
+    let Some(data) = cfg.data.as_deref() else {
+        bail!("vision.data is not set: pass --data DIR (an image folder or a CSV/JSONL manifest)");
+    };
     let (classes, train, val) = if is_manifest(data) {
         let (classes, all) = load_manifest(data, None)?;
         match &cfg.val_data {

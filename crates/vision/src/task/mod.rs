@@ -12,5 +12,5 @@ pub use classifier::{ClassifierTask, Inputs};
 pub use config::{Augment, Init, Tune, VisionConfig};
 pub use export::{load_timm_layout, save_timm_layout};
 pub use features::FeatureDataset;
-pub use job::{load_pretrained, prepare, transform_config, JobData, VisionJob};
+pub use job::{load_pretrained, load_splits, prepare, transform_config, JobData, VisionJob};
 pub use tune::apply_tune;
