@@ -1,1 +1,8 @@
-//! The text domain of suite.
+//! The text domain of suite: BERT-family encoders (BERT/MiniLM, RoBERTa, XLM-RoBERTa, DistilBERT), tokenization,
+//! data readers, task heads and metrics for sequence classification, NER and extractive QA.
+//!
+//! No training loop lives here: [`task`] implements [`suite_core::train::TrainModel`] and the core trains it.
+pub mod data;
+pub mod metrics;
+pub mod models;
+pub mod task;

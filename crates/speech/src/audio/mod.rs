@@ -1,0 +1,1 @@
+//! Audio in: decoding, downmixing, resampling to 16 kHz and Whisper log-mel features.

@@ -1,0 +1,1 @@
+//! Speech manifests: JSONL/CSV, Hugging Face audiofolder and Common Voice TSV folders.

@@ -1,0 +1,1 @@
+//! Decoding: greedy and beam search, language detection and long-form windows.

@@ -1,0 +1,1 @@
+//! Speech metrics: text normalisers, WER and CER.

@@ -1,0 +1,1 @@
+//! Whisper: config, model, weights from the hub or CTranslate2 folders.

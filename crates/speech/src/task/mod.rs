@@ -1,0 +1,1 @@
+//! Speech fine-tuning as a trainable model for the core trainer.

@@ -1,0 +1,1 @@
+//! Whisper tokenizer: tokenizer.json plus the special tokens of the decoder prompt.

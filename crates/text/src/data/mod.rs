@@ -1,0 +1,1 @@
+//! Text data: tokenization, file readers (CSV/TSV/JSONL, CoNLL, SQuAD), label sets and datasets.

@@ -1,0 +1,1 @@
+//! Text metrics: seqeval entity scores and SQuAD exact match / F1.

@@ -1,0 +1,1 @@
+//! Text encoders and their task heads, named as in `transformers`.
