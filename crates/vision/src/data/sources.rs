@@ -5,10 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use suite_core::device::mix_seed;
 
 use super::decode::{has_image_extension, IMG_EXTENSIONS};
 use super::Sample;
@@ -268,33 +265,8 @@ pub fn load_image_folder(root: &Path, val_split: f64, seed: u64) -> Result<DataS
 /// last one), chosen by a seeded shuffle per class so the split does not depend on the other classes. Both halves
 /// keep the input order.
 pub fn stratified_split(samples: &[Sample], val_fraction: f64, seed: u64) -> (Vec<Sample>, Vec<Sample>) {
-    let n_classes = samples.iter().map(|s| s.1 + 1).max().unwrap_or(0);
-    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); n_classes];
-    for (i, s) in samples.iter().enumerate() {
-        by_class[s.1].push(i);
-    }
-    let mut is_val = vec![false; samples.len()];
-    for (c, mut idx) in by_class.into_iter().enumerate() {
-        let n = idx.len();
-        if n < 2 {
-            continue;
-        }
-        let k = ((n as f64 * val_fraction).round() as usize).clamp(1, n - 1);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mix_seed(&[seed, c as u64, 0x5641_4C53]));
-        idx.shuffle(&mut rng);
-        for &i in &idx[..k] {
-            is_val[i] = true;
-        }
-    }
-    let (mut train, mut val) = (Vec::new(), Vec::new());
-    for (s, v) in samples.iter().zip(is_val) {
-        if v {
-            val.push(s.clone());
-        } else {
-            train.push(s.clone());
-        }
-    }
-    (train, val)
+    let strata: Vec<usize> = samples.iter().map(|s| s.1).collect();
+    suite_core::data::stratified_split(samples, &strata, val_fraction, seed)
 }
 
 /// Reads a manifest of labelled images: `.csv` (`path,label` rows, an optional header such as `path,label`,
