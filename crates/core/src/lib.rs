@@ -4,6 +4,7 @@
 //!
 //! Nothing here knows about images, text or audio: domains implement [`data::Dataset`] and [`train::TrainModel`].
 
+pub mod cache;
 pub mod config;
 pub mod data;
 pub mod device;
