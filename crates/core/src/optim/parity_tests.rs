@@ -6,10 +6,16 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use super::*;
 
-fn run_rust(opt: &OptimizerConfig, wd: f64, grads: &[Tensor], init: &Tensor, lrs: &[f64]) -> Tensor {
+fn run_rust_with(
+    build: &dyn Fn(Vec<ParamGroup>) -> Box<dyn Optimizer>,
+    wd: f64,
+    grads: &[Tensor],
+    init: &Tensor,
+    lrs: &[f64],
+) -> Tensor {
     let vs = VarStore::new(Device::Cpu);
     let w = vs.root().var_copy("w", init);
-    let mut o = opt.build(param_groups(&vs, &[], wd));
+    let mut o = build(param_groups(&vs, &[], wd));
     for (g, &lr) in grads.iter().zip(lrs) {
         o.zero_grad();
         let loss = (&w * g).sum(Kind::Float);
@@ -40,6 +46,10 @@ save_file({{"w": w.detach()}}, sys.argv[1] + "/out.safetensors")
 }
 
 fn case(opt: OptimizerConfig, wd: f64, ctor: &str) {
+    case_with(&|groups| opt.build(groups), wd, ctor)
+}
+
+fn case_with(build: &dyn Fn(Vec<ParamGroup>) -> Box<dyn Optimizer>, wd: f64, ctor: &str) {
     let _rng = crate::device::torch_rng_lock();
     tch::manual_seed(3);
     let init = Tensor::randn([5, 7], (Kind::Float, Device::Cpu));
@@ -51,7 +61,7 @@ fn case(opt: OptimizerConfig, wd: f64, ctor: &str) {
         dir.path().join("in.safetensors"),
     )
     .unwrap();
-    let ours = run_rust(&opt, wd, &grads, &init, &lrs);
+    let ours = run_rust_with(build, wd, &grads, &init, &lrs);
     let theirs = run_torch(dir.path(), ctor);
     let diff = (&ours - &theirs).abs().max().double_value(&[]);
     assert!(diff < 1e-6, "{ctor}: max |Δ| = {diff}");
@@ -61,6 +71,24 @@ fn case(opt: OptimizerConfig, wd: f64, ctor: &str) {
 fn adamw_matches_torch() {
     case(
         OptimizerConfig::Adamw { beta1: 0.9, beta2: 0.98, eps: 1e-6 },
+        0.01,
+        "torch.optim.AdamW([w], lr=0.1, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)",
+    );
+}
+
+#[test]
+fn adamw_fused_matches_torch_fused() {
+    case(
+        OptimizerConfig::Adamw { beta1: 0.9, beta2: 0.98, eps: 1e-6 },
+        0.01,
+        "torch.optim.AdamW([w], lr=0.1, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01, fused=True)",
+    );
+}
+
+#[test]
+fn adamw_per_tensor_matches_torch() {
+    case_with(
+        &|groups| Box::new(AdamW::new(groups, 0.9, 0.98, 1e-6).per_tensor()),
         0.01,
         "torch.optim.AdamW([w], lr=0.1, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)",
     );
