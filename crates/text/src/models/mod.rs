@@ -1,1 +1,32 @@
 //! Text encoders and their task heads, named as in `transformers`.
+//!
+//! BERT/MiniLM, RoBERTa, XLM-RoBERTa and DistilBERT encoders are built on suite's PEFT-ready layers (every dense
+//! layer a [`suite_core::nn::Linear`], every attention block through [`suite_core::nn::AttentionSlots`]) under the
+//! tensor names of transformers' `BertModel`, `RobertaModel` and `DistilBertModel`. A [`TextModel`] puts the
+//! encoder under its transformers prefix and a task head at the top level, so that checkpoints of base and task
+//! models load by name and exports load back into `AutoModelFor…`.
+
+mod bert;
+mod config;
+mod distilbert;
+mod export;
+mod heads;
+mod layers;
+mod load;
+pub mod registry;
+mod roberta;
+mod text_model;
+
+#[cfg(test)]
+mod config_tests;
+#[cfg(test)]
+mod parity_tests;
+
+pub use bert::BertModel;
+pub use config::{Activation, EncoderConfig, ModelType, SUPPORTED_MODEL_TYPES};
+pub use distilbert::DistilBertModel;
+pub use export::TOKENIZER_FILES;
+pub use heads::Head;
+pub use registry::{known_models, minilm_asset_dir, resolve_text_model, TextModelFiles, DEFAULT_TEXT_MODEL};
+pub use roberta::{roberta_position_ids, RobertaModel};
+pub use text_model::TextModel;
