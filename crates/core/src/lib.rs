@@ -1,6 +1,8 @@
 //! The domain-free core of suite: a trainer (optimizers, schedules, accumulation, clipping, evaluation, early
 //! stopping, checkpoints with exact resume), data loading on worker threads, PEFT-ready layers, weight loading from
 //! safetensors, torch pickles and the Hugging Face hub, generic metrics and run folders.
+//! [`peft`] puts parameter-efficient methods (LoRA, DoRA, (IA)³, prefix tuning, P-tuning v2, adapters, BitFit) into
+//! any model built from those layers and saves them as small adapter files.
 //!
 //! Nothing here knows about images, text or audio: domains implement [`data::Dataset`] and [`train::TrainModel`].
 
@@ -11,6 +13,7 @@ pub mod device;
 pub mod metrics;
 pub mod nn;
 pub mod optim;
+pub mod peft;
 pub mod python;
 pub mod runs;
 pub mod train;
