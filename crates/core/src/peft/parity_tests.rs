@@ -311,7 +311,6 @@ fn prefix_encoder_and_prefixed_attention_match_peft_and_sdpa() {
 /// `AttentionSlots::attend` with a prefix and a per-example padding mask `[batch, 1, 1, len]`, the shape every
 /// encoder passes: the prefixed attention must equal SDPA over the concatenated keys with the prefix visible.
 #[test]
-#[ignore = "crates/core/src/nn/attention.rs adds a [batch,1,1,·] mask in place into a [1,1,q,·] tensor; needs `full = full + …`"]
 fn per_example_masks_with_a_prefix() {
     let (mut vs, mut m) = tiny_bert(41);
     let cfg = PeftConfig::Ptuning2(PrefixConfig { num_virtual_tokens: 2, projection: None });
