@@ -52,7 +52,7 @@ impl AttentionSlots {
                     let own = Tensor::ones([q_len, k_len], (Kind::Bool, q.device())).triu(1 + k_len - q_len);
                     let own =
                         Tensor::zeros([q_len, k_len], (q.kind(), q.device())).masked_fill(&own, f64::NEG_INFINITY);
-                    full = full + Tensor::cat(&[Tensor::zeros([q_len, p_len], (q.kind(), q.device())), own], 1);
+                    full = &full + Tensor::cat(&[Tensor::zeros([q_len, p_len], (q.kind(), q.device())), own], 1);
                 }
                 if let Some(m) = mask {
                     let pad = Tensor::zeros(
@@ -65,7 +65,7 @@ impl AttentionSlots {
                         (m.kind(), m.device()),
                     );
                     // Not in place: a per-example mask broadens `full` to [batch, …].
-                    full = full + Tensor::cat(&[pad, m.shallow_clone()], -1);
+                    full = &full + Tensor::cat(&[pad, m.shallow_clone()], -1);
                 }
                 scaled_dot_product_attention(q, &k, &v, Some(&full), false)
             }

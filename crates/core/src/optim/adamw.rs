@@ -71,14 +71,12 @@ impl AdamW {
         if live.is_empty() {
             return;
         }
-        let ptrs = |f: &dyn Fn(&(Tensor, Tensor, Tensor, Tensor, Tensor)) -> *const std::ffi::c_void| {
-            live.iter().map(f).collect::<Vec<_>>()
-        };
-        let p = ptrs(&|t| t.0.as_ptr() as *const std::ffi::c_void);
-        let gr = ptrs(&|t| t.1.as_ptr() as *const std::ffi::c_void);
-        let m = ptrs(&|t| t.2.as_ptr() as *const std::ffi::c_void);
-        let v = ptrs(&|t| t.3.as_ptr() as *const std::ffi::c_void);
-        let s = ptrs(&|t| t.4.as_ptr() as *const std::ffi::c_void);
+        let ptr = |t: &Tensor| t.as_ptr() as *const std::ffi::c_void;
+        let p: Vec<_> = live.iter().map(|t| ptr(&t.0)).collect();
+        let gr: Vec<_> = live.iter().map(|t| ptr(&t.1)).collect();
+        let m: Vec<_> = live.iter().map(|t| ptr(&t.2)).collect();
+        let v: Vec<_> = live.iter().map(|t| ptr(&t.3)).collect();
+        let s: Vec<_> = live.iter().map(|t| ptr(&t.4)).collect();
         let mut err = vec![0 as std::ffi::c_char; 512];
         // SAFETY: every pointer is a live at::Tensor owned by `live` for the duration of the call; the shim copies
         // the handles into std::vectors and catches every C++ exception.
