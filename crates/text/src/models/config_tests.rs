@@ -181,6 +181,18 @@ fn forward_shapes_masks_and_dropout() {
         let train = tch::no_grad(|| m.forward(&ids, &types, &mask, true));
         assert!(!train.allclose(&eval, 1e-6, 1e-6, false), "dropout is active in train mode");
     }
+    let m0 = TextModel::new(&vs.root().sub("check"), &c, Head::Span).unwrap();
+    m0.check_inputs(&ids, &types, &mask).unwrap();
+    let err = m0.check_inputs(&(&ids + 45), &types, &mask).unwrap_err().to_string();
+    assert!(err.contains("outside the vocabulary of 50 tokens"), "{err}");
+    let err = m0.check_inputs(&ids, &(&types * 2), &mask).unwrap_err().to_string();
+    assert!(err.contains("2 token types"), "{err}");
+    let long = Tensor::zeros([1, 21], (Kind::Int64, Device::Cpu));
+    let err = m0.check_inputs(&long, &long, &long).unwrap_err().to_string();
+    assert!(err.contains("longer than the 20 positions"), "{err}");
+    let err = m0.check_inputs(&ids, &types, &mask.to_kind(Kind::Float)).unwrap_err().to_string();
+    assert!(err.starts_with("attention_mask: expected Int64"), "{err}");
+
     // Padding does not leak: the first row alone gives the same token logits as inside the padded batch.
     let m = TextModel::new(&vs.root().sub("tok"), &c, Head::Tokens { num_labels: 4 }).unwrap();
     let both = tch::no_grad(|| m.forward(&ids, &types, &mask, false));

@@ -73,6 +73,48 @@ impl TextModel {
         self.head_layers.forward(&hidden, pooled.as_ref(), train)
     }
 
+    /// Checks that a batch fits the model before [`forward`](Self::forward), which (like any libtorch call) would
+    /// otherwise abort on an out-of-range id: Int64 `[batch, len]` tensors of one shape, `len` at most
+    /// [`EncoderConfig::max_input_len`], ids below `vocab_size`, token types below `type_vocab_size` (when the
+    /// model uses them), a 0/1 mask.
+    pub fn check_inputs(&self, input_ids: &Tensor, token_type_ids: &Tensor, attention_mask: &Tensor) -> Result<()> {
+        let c = &self.config;
+        let shape = input_ids.size();
+        for (name, t) in
+            [("input_ids", input_ids), ("token_type_ids", token_type_ids), ("attention_mask", attention_mask)]
+        {
+            if t.kind() != tch::Kind::Int64 || t.size() != shape || shape.len() != 2 {
+                bail!(
+                    "{name}: expected Int64 [batch, len] like input_ids {shape:?}, found {:?} {:?}",
+                    t.kind(),
+                    t.size()
+                );
+            }
+        }
+        if shape[1] > c.max_input_len() {
+            bail!("input of {} tokens is longer than the {} positions the model has", shape[1], c.max_input_len());
+        }
+        if input_ids.numel() == 0 {
+            return Ok(());
+        }
+        let range = |t: &Tensor| (t.min().int64_value(&[]), t.max().int64_value(&[]));
+        let (lo, hi) = range(input_ids);
+        if lo < 0 || hi >= c.vocab_size {
+            bail!("input_ids: ids range over [{lo}, {hi}], outside the vocabulary of {} tokens", c.vocab_size);
+        }
+        if c.type_vocab_size > 1 {
+            let (lo, hi) = range(token_type_ids);
+            if lo < 0 || hi >= c.type_vocab_size {
+                bail!("token_type_ids: range over [{lo}, {hi}], but the model has {} token types", c.type_vocab_size);
+            }
+        }
+        let (lo, hi) = range(attention_mask);
+        if lo < 0 || hi > 1 {
+            bail!("attention_mask: expected 0/1 values, found values in [{lo}, {hi}]");
+        }
+        Ok(())
+    }
+
     /// The encoder's last hidden states `[batch, len, hidden]` and, for BERT classification, the pooled output.
     pub fn encode(
         &self,
