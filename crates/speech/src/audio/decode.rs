@@ -1,0 +1,151 @@
+//! Audio files to mono `f32` samples: symphonia for WAV (8/16/24/32-bit PCM, float), FLAC, MP3 and OGG/Vorbis;
+//! channels are averaged, as `soundfile`/`librosa` users do before Whisper's feature extractor.
+
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::FormatOptions;
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+use super::resample::resample;
+
+/// The sample rate Whisper and suite's speech models consume.
+pub const TARGET_SAMPLE_RATE: u32 = 16_000;
+
+/// A decoded audio file, downmixed to mono.
+#[derive(Debug, Clone)]
+pub struct Audio {
+    /// Mono samples in [-1, 1] (the mean of the channels).
+    pub samples: Vec<f32>,
+    /// The file's own sample rate in Hz.
+    pub sample_rate: u32,
+    /// Number of channels in the file, before the downmix.
+    pub channels: usize,
+    /// Length of what was decoded, in seconds.
+    pub duration_s: f64,
+}
+
+fn is_eof(e: &SymphoniaError) -> bool {
+    matches!(e, SymphoniaError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
+}
+
+/// Decodes an audio file to mono samples at its own rate. A file cut short is decoded up to where it stops
+/// (symphonia reads packets until the end of the data); one cut inside its header is an error that says so.
+pub fn decode_file(path: &Path) -> Result<Audio> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).with_context(|| format!("{shown}: cannot read audio file"))?;
+    if !meta.is_file() {
+        bail!("{shown}: not a file");
+    }
+    if meta.len() == 0 {
+        bail!("{shown}: empty file (0 bytes), expected audio (WAV, FLAC, MP3 or OGG/Vorbis)");
+    }
+    let file = File::open(path).with_context(|| format!("{shown}: cannot open audio file"))?;
+    let stream = MediaSourceStream::new(Box::new(file), Default::default());
+    let mut hint = Hint::new();
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(ext);
+    }
+    // Gapless trims the MP3 encoder delay and padding, so the sample count is the one the encoder was given.
+    let format_opts = FormatOptions { enable_gapless: true, ..Default::default() };
+    let probed = match symphonia::default::get_probe().format(&hint, stream, &format_opts, &MetadataOptions::default())
+    {
+        Ok(p) => p,
+        Err(e) if is_eof(&e) => bail!("{shown}: truncated file: it ends inside the audio header"),
+        Err(SymphoniaError::Unsupported(_)) => {
+            bail!("{shown}: not a recognised audio format (expected WAV, FLAC, MP3 or OGG/Vorbis)")
+        }
+        Err(e) => bail!("{shown}: cannot read the audio container: {e}"),
+    };
+    let mut format = probed.format;
+    let track = format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .with_context(|| format!("{shown}: no audio track in the file"))?;
+    let track_id = track.id;
+    let params = track.codec_params.clone();
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&params, &DecoderOptions::default())
+        .map_err(|e| anyhow::anyhow!("{shown}: unsupported audio codec: {e}"))?;
+
+    let mut sample_rate = params.sample_rate.unwrap_or(0);
+    let mut channels = params.channels.map(|c| c.count()).unwrap_or(0);
+    let mut samples: Vec<f32> = Vec::new();
+    let mut buf: Option<SampleBuffer<f32>> = None;
+    let mut bad_packets = 0usize;
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            Err(e) if is_eof(&e) => break,
+            Err(SymphoniaError::ResetRequired) => break,
+            Err(e) => {
+                // A stream damaged after some audio keeps what decoded; damage before any audio is an error.
+                if samples.is_empty() {
+                    bail!("{shown}: cannot read audio data: {e}");
+                }
+                break;
+            }
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let decoded = match decoder.decode(&packet) {
+            Ok(d) => d,
+            // Corrupt frames are skipped, as players and ffmpeg do; a file of nothing else fails below.
+            Err(SymphoniaError::DecodeError(_)) => {
+                bad_packets += 1;
+                continue;
+            }
+            Err(e) if is_eof(&e) => break,
+            Err(e) => bail!("{shown}: cannot decode audio: {e}"),
+        };
+        let spec = *decoded.spec();
+        sample_rate = spec.rate;
+        channels = spec.channels.count();
+        if decoded.frames() == 0 {
+            continue;
+        }
+        let needed = decoded.capacity() as u64;
+        let b = match &mut buf {
+            Some(b) if b.capacity() as u64 >= needed * channels as u64 => b,
+            _ => buf.insert(SampleBuffer::new(needed, spec)),
+        };
+        b.copy_interleaved_ref(decoded);
+        downmix_into(b.samples(), channels, &mut samples);
+    }
+    if samples.is_empty() {
+        if bad_packets > 0 {
+            bail!("{shown}: no decodable audio ({bad_packets} corrupt packets)");
+        }
+        bail!("{shown}: the file holds zero audio samples");
+    }
+    if sample_rate == 0 || channels == 0 {
+        bail!("{shown}: the audio stream declares no sample rate or channel count");
+    }
+    let duration_s = samples.len() as f64 / sample_rate as f64;
+    Ok(Audio { samples, sample_rate, channels, duration_s })
+}
+
+/// Averages interleaved frames into mono.
+fn downmix_into(interleaved: &[f32], channels: usize, out: &mut Vec<f32>) {
+    if channels == 1 {
+        out.extend_from_slice(interleaved);
+        return;
+    }
+    let n = channels as f32;
+    out.extend(interleaved.chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() / n));
+}
+
+/// Decodes a file and resamples it to 16 kHz mono, the input of Whisper's feature extractor.
+pub fn load_audio(path: &Path) -> Result<Vec<f32>> {
+    let audio = decode_file(path)?;
+    resample(&audio.samples, audio.sample_rate, TARGET_SAMPLE_RATE)
+        .with_context(|| format!("{}: resampling {} Hz to 16 kHz", path.display(), audio.sample_rate))
+}
