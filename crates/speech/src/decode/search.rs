@@ -199,12 +199,12 @@ impl Search<'_> {
                 // propose the same sequences, kept once with the last proposer, as OpenAI's dict does.
                 let mut order: Vec<(Vec<i64>, f64, usize)> = Vec::new();
                 let mut index: HashMap<Vec<i64>, usize> = HashMap::new();
-                for row in item * k..(item + 1) * k {
+                for (row, beam) in beams.iter().enumerate().skip(item * k).take(k) {
                     for c in 0..k + 1 {
                         let at = row * (k + 1) + c;
-                        let mut seq = beams[row].tokens.clone();
+                        let mut seq = beam.tokens.clone();
                         seq.push(top[at]);
-                        let score = beams[row].sum_logprob + top_lp[at];
+                        let score = beam.sum_logprob + top_lp[at];
                         match index.get(&seq) {
                             Some(&i) => order[i] = (seq, score, row),
                             None => {

@@ -91,7 +91,7 @@ fn reader_errors_name_the_file() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let junk = dir.path().join("junk.bin");
     std::fs::write(&junk, b"PK\x03\x04 definitely not ctranslate2")?;
-    let err = format!("{:#}", read_ct2_model(&[junk.clone()]).unwrap_err());
+    let err = format!("{:#}", read_ct2_model(std::slice::from_ref(&junk)).unwrap_err());
     assert!(err.contains("junk.bin") && err.contains("not a CTranslate2 model"), "{err}");
 
     // A valid header of another spec.
