@@ -38,7 +38,7 @@ pub enum Command {
 pub enum Domain {
     /// Image classification (ResNet, EfficientNet-Lite).
     Vision,
-    /// BERT-family encoders (not yet available).
+    /// BERT-family encoders: classification, NER, extractive QA.
     Text,
     /// Whisper speech recognition (not yet available).
     Speech,
@@ -100,9 +100,53 @@ pub struct FinetuneArgs {
     /// Skip unreadable images (listed in the run report) instead of failing.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Text settings.
+    #[command(flatten)]
+    pub text: TextArgs,
     /// Training-loop settings.
     #[command(flatten)]
     pub train: TrainArgs,
+}
+
+/// Flags that override `[text]`.
+#[derive(Debug, Args, Default)]
+pub struct TextArgs {
+    /// Text task: `classify`, `ner` or `qa`.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Tokens per sequence (QA: per window), special tokens included.
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// Classification: several labels per text (`a|b` in CSV, a list in JSONL).
+    #[arg(long)]
+    pub multi_label: bool,
+    /// Classification: name of the text column.
+    #[arg(long)]
+    pub text_column: Option<String>,
+    /// Classification: name of the second text column of sentence pairs.
+    #[arg(long)]
+    pub pair_column: Option<String>,
+    /// Classification: name of the label column.
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// NER: `first` sub-word carries the label (default) or `all` do.
+    #[arg(long)]
+    pub subword_labels: Option<String>,
+    /// NER: seqeval strict mode with the data's tag scheme.
+    #[arg(long)]
+    pub strict: bool,
+    /// QA: token overlap of consecutive context windows.
+    #[arg(long)]
+    pub doc_stride: Option<usize>,
+    /// QA: longest answer in tokens.
+    #[arg(long)]
+    pub max_answer_len: Option<usize>,
+    /// QA: SQuAD v2 (questions may have no answer).
+    #[arg(long)]
+    pub version_2: bool,
+    /// Learning-rate multiplier of the pretrained encoder relative to the head.
+    #[arg(long, allow_negative_numbers = true)]
+    pub encoder_lr_mult: Option<f64>,
 }
 
 /// Flags that override `[train]`.
@@ -287,8 +331,7 @@ pub struct PredictArgs {
     /// Run folder.
     #[arg(long)]
     pub run: PathBuf,
-    /// Inputs (image files for vision).
-    #[arg(required = true)]
+    /// Inputs: image files (vision); a text/JSONL file or `-` for stdin (text, default stdin).
     pub inputs: Vec<PathBuf>,
     /// Labels to show per input.
     #[arg(long, default_value_t = 5)]
@@ -321,7 +364,7 @@ pub struct ExportArgs {
 /// `suite data`.
 #[derive(Debug, Args)]
 pub struct DataArgs {
-    /// Data set to prepare: `mnist5k`.
+    /// Data set to prepare: `mnist5k` (vision), `fortunes4`, `reuters2`, `ner-synth`, `qa-synth` (text).
     pub name: String,
     /// Output folder.
     #[arg(long)]
@@ -334,7 +377,7 @@ pub struct DataArgs {
 /// `suite bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Benchmark: `resnet50-step` or `head-only`.
+    /// Benchmark: `resnet50-step`, `head-only` or `minilm-step`.
     pub name: String,
     /// Timed iterations.
     #[arg(long, default_value_t = 10)]

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use suite_core::optim::ScheduleKind;
 use suite_core::train::TrainConfig;
+use suite_text::task::TextConfig;
 use suite_vision::task::VisionConfig;
 
 use crate::args::Domain;
@@ -38,6 +39,9 @@ pub struct JobFile {
     /// Image classification settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vision: Option<VisionConfig>,
+    /// Text settings (classification, NER, QA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextConfig>,
     /// Training-loop settings.
     pub train: TrainConfig,
 }
@@ -45,6 +49,16 @@ pub struct JobFile {
 /// The trainer defaults of a domain, before the recipe and the flags apply.
 pub fn domain_train_defaults(domain: Domain) -> TrainConfig {
     let mut t = TrainConfig::default();
+    if domain == Domain::Text {
+        // transformers' Trainer defaults, with warmup, and the metric chosen by the task.
+        t.epochs = 3;
+        t.lr = 5e-5;
+        t.batch_size = 16;
+        t.metric = "auto".into();
+        t.schedule.kind = ScheduleKind::Linear;
+        t.schedule.warmup_ratio = 0.1;
+        t.weight_decay = 0.01;
+    }
     if domain == Domain::Vision {
         t.epochs = 5;
         t.lr = 1e-3;
@@ -68,6 +82,9 @@ pub fn load_recipe(path: &Path, domain: Domain) -> Result<JobFile> {
         #[serde(default)]
         #[allow(dead_code)]
         vision: Option<VisionConfig>,
+        #[serde(default)]
+        #[allow(dead_code)]
+        text: Option<TextConfig>,
         #[serde(default)]
         #[allow(dead_code)]
         train: Option<TrainConfig>,
@@ -99,6 +116,7 @@ impl JobFile {
         Self {
             task: TaskMeta { domain: Some(domain), ..TaskMeta::default() },
             vision: (domain == Domain::Vision).then(VisionConfig::default),
+            text: (domain == Domain::Text).then(TextConfig::default),
             train: domain_train_defaults(domain),
         }
     }
@@ -129,11 +147,18 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                let job = load_recipe(&path, Domain::Vision).unwrap_or_else(|e| panic!("{e:#}"));
+                let text = std::fs::read_to_string(&path).unwrap();
+                let domain = if text.contains("[text]") { Domain::Text } else { Domain::Vision };
+                let job = load_recipe(&path, domain).unwrap_or_else(|e| panic!("{e:#}"));
                 job.train.validate().unwrap();
-                let mut vision = job.vision.unwrap();
-                vision.data.get_or_insert_with(|| "data".into());
-                vision.validate().unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                if let Some(mut vision) = job.vision {
+                    vision.data.get_or_insert_with(|| "data".into());
+                    vision.validate().unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                }
+                if let Some(mut t) = job.text {
+                    t.data.get_or_insert_with(|| "data".into());
+                    t.validate().unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                }
                 n += 1;
             }
         }

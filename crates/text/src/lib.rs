@@ -5,4 +5,5 @@
 pub mod data;
 pub mod metrics;
 pub mod models;
+pub mod offline;
 pub mod task;

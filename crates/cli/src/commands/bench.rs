@@ -8,6 +8,8 @@
 //! - `head-only`: a head-only fine-tuning job of EfficientNet-Lite0 (pretrained) on 200 + 50 generated images, end to
 //!   end: suite's real pipeline with its feature cache against the plain PyTorch loop that runs the frozen backbone
 //!   every epoch; `--iters` epochs.
+//! - `minilm-step`: full fine-tuning steps of all-MiniLM-L6-v2 with a 2-label classification head (batch 16 of 128
+//!   random tokens, dropout on, AdamW) against transformers' BertForSequenceClassification.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,9 +29,10 @@ use crate::args::BenchArgs;
 
 const RESNET50_STEP_PY: &str = include_str!("../../bench/resnet50_step.py");
 const HEAD_ONLY_PY: &str = include_str!("../../bench/head_only.py");
+const MINILM_STEP_PY: &str = include_str!("../../bench/minilm_step.py");
 
 /// The benchmarks `suite bench` runs.
-const BENCHMARKS: &[&str] = &["resnet50-step", "head-only"];
+const BENCHMARKS: &[&str] = &["resnet50-step", "head-only", "minilm-step"];
 
 const RESNET_BATCH: i64 = 8;
 const RESNET_CLASSES: i64 = 10;
@@ -97,6 +100,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let report = match args.name.as_str() {
         "resnet50-step" => resnet50_step(args.iters, device)?,
         "head-only" => head_only(args.iters, device)?,
+        "minilm-step" => minilm_step(args.iters, device)?,
         other => bail!("unknown benchmark {other:?}; known: {}", BENCHMARKS.join(", ")),
     };
     print_table(&report);
@@ -205,15 +209,33 @@ fn resnet50_step_suite(iters: usize, device: Device) -> Result<Side> {
     let mut optimizer = OptimizerConfig::default().build(param_groups(&vs, &[], WEIGHT_DECAY));
     let x = Tensor::randn([RESNET_BATCH, 3, 224, 224], (Kind::Float, device));
     let y = Tensor::randint(RESNET_CLASSES, [RESNET_BATCH], (Kind::Int64, device));
+    let mut forward = || model.forward_t(&x, true).cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
+    let mut side =
+        time_training(iters, RESNET_WARMUP, RESNET_BATCH as usize, device, &mut forward, optimizer.as_mut(), LR);
+    side.extra["optimizer_impl"] = "suite_core::optim::AdamW (libtorch fused kernel)".into();
+    Ok(side)
+}
+
+/// Times training steps as the trainer runs them (forward with the loss, backward, optimizer step, zero_grad,
+/// reading the loss): `warmup` untimed steps, then `iters` timed ones; `batch` examples per step.
+fn time_training(
+    iters: usize,
+    warmup: usize,
+    batch: usize,
+    device: Device,
+    forward: &mut dyn FnMut() -> Tensor,
+    optimizer: &mut dyn suite_core::optim::Optimizer,
+    lr: f64,
+) -> Side {
     let mut phases = Phases::default();
     let mut steps = Vec::with_capacity(iters);
     let mut step = |phases: &mut Phases, steps: &mut Vec<f64>| -> f64 {
         let t0 = Instant::now();
-        let loss = model.forward_t(&x, true).cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
+        let loss = forward();
         let t1 = Instant::now();
         loss.backward();
         let t2 = Instant::now();
-        optimizer.step(LR);
+        optimizer.step(lr);
         optimizer.zero_grad();
         let t3 = Instant::now();
         let value = loss.double_value(&[]);
@@ -223,7 +245,7 @@ fn resnet50_step_suite(iters: usize, device: Device) -> Result<Side> {
         steps.push(t0.elapsed().as_secs_f64());
         value
     };
-    for _ in 0..RESNET_WARMUP {
+    for _ in 0..warmup {
         step(&mut phases, &mut steps);
     }
     sync(device);
@@ -244,13 +266,96 @@ fn resnet50_step_suite(iters: usize, device: Device) -> Result<Side> {
     });
     // The loss is read every step, which waits for the device: step times are wall times on CUDA too.
     steps.sort_by(f64::total_cmp);
-    Ok(Side {
+    Side {
         seconds,
-        images_per_sec: (RESNET_BATCH as usize * iters) as f64 / seconds,
-        median_images_per_sec: Some(RESNET_BATCH as f64 / steps[steps.len() / 2]),
+        images_per_sec: (batch * iters) as f64 / seconds,
+        median_images_per_sec: Some(batch as f64 / steps[steps.len() / 2]),
         phase_ms,
-        extra: serde_json::json!({ "loss": loss, "optimizer_impl": "suite_core::optim::AdamW (per tensor)" }),
+        extra: serde_json::json!({ "loss": loss }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// minilm-step
+
+const MINILM_BATCH: i64 = 16;
+const MINILM_SEQ: i64 = 128;
+const MINILM_LABELS: i64 = 2;
+const MINILM_LR: f64 = 5e-5;
+
+fn minilm_step(iters: usize, device: Device) -> Result<Report> {
+    let files = suite_text::models::resolve_text_model(suite_text::models::DEFAULT_TEXT_MODEL)?;
+    eprintln!("suite: {RESNET_WARMUP} warm-up + {iters} all-MiniLM-L6-v2 classification training steps…");
+    let suite = minilm_step_suite(&files, iters, device)?;
+    eprintln!("PyTorch eager (transformers): the same…");
+    let mut py_args = thread_args(device);
+    for (k, v) in [
+        ("--model", files.dir.display().to_string()),
+        ("--batch", MINILM_BATCH.to_string()),
+        ("--seq", MINILM_SEQ.to_string()),
+        ("--labels", MINILM_LABELS.to_string()),
+        ("--warmup", RESNET_WARMUP.to_string()),
+        ("--iters", iters.to_string()),
+        ("--lr", MINILM_LR.to_string()),
+        ("--weight-decay", WEIGHT_DECAY.to_string()),
+        // transformers' Trainer default optimizer for torch >= 2.8 is adamw_torch_fused.
+        ("--fused", "1".to_string()),
+    ] {
+        py_args.extend([k.to_string(), v]);
+    }
+    let v = run_reference("minilm-step", MINILM_STEP_PY, &py_args)?;
+    let pytorch = Side {
+        seconds: field(&v, "seconds")?,
+        images_per_sec: field(&v, "images_per_sec")?,
+        median_images_per_sec: Some(MINILM_BATCH as f64 / field(&v, "median_step_s")?),
+        phase_ms: v.get("phase_ms").and_then(|p| serde_json::from_value(p.clone()).ok()),
+        extra: serde_json::json!({
+            "loss": v.get("loss"),
+            "optimizer_impl": v.get("optimizer_impl"),
+            "attention": v.get("attention"),
+            "torch": v.get("torch"),
+        }),
+    };
+    Ok(Report {
+        benchmark: "minilm-step".into(),
+        description: format!(
+            "all-MiniLM-L6-v2 (pretrained) + new {MINILM_LABELS}-label classification head, full fine-tuning step: \
+             batch {MINILM_BATCH} x {MINILM_SEQ} tokens, train mode (dropout 0.1), cross-entropy, backward, AdamW \
+             (lr {MINILM_LR}, weight decay {WEIGHT_DECAY} except biases and norms; fused kernel on both sides), \
+             zero_grad; PyTorch side is transformers' BertForSequenceClassification; {RESNET_WARMUP} warm-up steps, \
+             then {iters} timed"
+        ),
+        device: device_name(device),
+        threads: tch::get_num_threads(),
+        interop_threads: tch::get_num_interop_threads(),
+        iters,
+        ratio: suite.median_images_per_sec.unwrap_or(f64::NAN) / pytorch.median_images_per_sec.unwrap_or(f64::NAN),
+        ratio_of_means: Some(suite.images_per_sec / pytorch.images_per_sec),
+        suite,
+        pytorch,
+        aim: 1.1,
     })
+}
+
+fn minilm_step_suite(files: &suite_text::models::TextModelFiles, iters: usize, device: Device) -> Result<Side> {
+    use suite_text::models::{EncoderConfig, Head, TextModel};
+    tch::manual_seed(0);
+    let cfg = EncoderConfig::from_file(&files.config)?;
+    let mut vs = VarStore::new(device);
+    let model = TextModel::new(&vs.root(), &cfg, Head::Classify { num_labels: MINILM_LABELS })?;
+    model.load_pretrained(&mut vs, &files.weights)?;
+    let mut optimizer = OptimizerConfig::default().build(param_groups(&vs, &[], WEIGHT_DECAY));
+    let vocab = cfg.vocab_size;
+    let ids = Tensor::randint_low(1000, vocab, [MINILM_BATCH, MINILM_SEQ], (Kind::Int64, device));
+    let mask = Tensor::ones([MINILM_BATCH, MINILM_SEQ], (Kind::Int64, device));
+    let types = Tensor::zeros([MINILM_BATCH, MINILM_SEQ], (Kind::Int64, device));
+    let y = Tensor::randint(MINILM_LABELS, [MINILM_BATCH], (Kind::Int64, device));
+    let mut forward =
+        || model.forward(&ids, &types, &mask, true).cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
+    let mut side =
+        time_training(iters, RESNET_WARMUP, MINILM_BATCH as usize, device, &mut forward, optimizer.as_mut(), MINILM_LR);
+    side.extra["optimizer_impl"] = "suite_core::optim::AdamW (libtorch fused kernel)".into();
+    Ok(side)
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -14,6 +14,18 @@ pub fn run(args: DataArgs) -> Result<()> {
             println!("{verb} {} ({} training, {} validation images)", m.root.display(), m.train, m.val);
             Ok(())
         }
-        other => bail!("unknown data set {other:?}: expected mnist5k"),
+        "fortunes4" | "reuters2" | "ner-synth" | "qa-synth" => {
+            let assets = suite_core::cache::assets_dir();
+            let p = suite_text::offline::prepare_named(&args.name, &assets, &args.out, 0)?;
+            println!(
+                "wrote {} ({} examples) and {} ({} examples)",
+                p.train.display(),
+                p.sizes.0,
+                p.test.display(),
+                p.sizes.1
+            );
+            Ok(())
+        }
+        other => bail!("unknown data set {other:?}: expected mnist5k, fortunes4, reuters2, ner-synth or qa-synth"),
     }
 }

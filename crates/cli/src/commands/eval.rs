@@ -16,7 +16,10 @@ use crate::job::JobFile;
 pub fn run(args: EvalArgs) -> Result<()> {
     let job: JobFile = suite_core::config::load_toml(&args.run.join("config.toml"))
         .with_context(|| format!("--run {}: not a run folder", args.run.display()))?;
-    let vcfg = job.vision.context("only vision runs can be evaluated in this version")?;
+    if job.text.is_some() {
+        return super::text::eval(&args);
+    }
+    let vcfg = job.vision.context("this run has no [vision] or [text] table")?;
     let device = parse_device(&args.device)?;
     let mut task = load_timm_layout(&model_dir(&args.run, &args.which)?, device)?;
     task.inputs = Inputs::Pixels;

@@ -1,4 +1,5 @@
-//! `suite export --run runs/NAME --out DIR`: the run's model in hub layout (timm/torchvision names + config.json).
+//! `suite export --run runs/NAME --out DIR`: the run's model in hub layout (timm/torchvision names + config.json for
+//! vision; transformers names, config.json and tokenizer files for text).
 
 use anyhow::{Context, Result};
 
@@ -9,9 +10,14 @@ use crate::args::ExportArgs;
 pub fn run(args: ExportArgs) -> Result<()> {
     let src = model_dir(&args.run, &args.which)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    for name in ["config.json", "model.safetensors"] {
-        let bytes = std::fs::read(src.join(name)).with_context(|| format!("reading {}", src.join(name).display()))?;
-        suite_core::runs::atomic_write(&args.out.join(name), &bytes)?;
+    // Everything the saved model folder holds: weights, config, and for text the tokenizer files.
+    for entry in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
+        let path = entry?.path();
+        if path.is_file() {
+            let name = path.file_name().expect("a file has a name");
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            suite_core::runs::atomic_write(&args.out.join(name), &bytes)?;
+        }
     }
     let classes = args.run.join("classes.json");
     if classes.exists() {

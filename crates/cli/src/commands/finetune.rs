@@ -4,17 +4,21 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use super::{not_yet, vision};
+use super::{not_yet, text, vision};
 use crate::args::{Domain, FinetuneArgs};
 use crate::job::{load_recipe, JobFile};
 
 /// Entry point.
 pub fn run(args: FinetuneArgs) -> Result<()> {
-    if args.domain != Domain::Vision {
+    if args.domain == Domain::Speech {
         return Err(not_yet(args.domain));
     }
     let (job, out, resume) = resolve(&args)?;
-    vision::finetune(job, out, resume)
+    match args.domain {
+        Domain::Vision => vision::finetune(job, out, resume),
+        Domain::Text => text::finetune(job, out, resume),
+        Domain::Speech => Err(not_yet(args.domain)),
+    }
 }
 
 /// The resolved job, its run folder and whether it resumes.
@@ -92,6 +96,16 @@ fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
         }
         v.skip_bad |= args.skip_bad;
     }
+    if let Some(t) = job.text.as_mut() {
+        apply_text_flags(args, t)?;
+        t.data = t.data.take().map(absolute);
+        t.val_data = t.val_data.take().map(absolute);
+        if std::path::Path::new(&t.model).exists() {
+            t.model = absolute(PathBuf::from(&t.model)).display().to_string();
+        }
+    } else if args.text.task.is_some() && args.domain == Domain::Vision {
+        bail!("--task applies to text and speech jobs");
+    }
     if let Some(v) = job.vision.as_mut() {
         // The run records absolute paths, so `suite eval` and `--resume` work from any folder.
         v.data = v.data.take().map(absolute);
@@ -105,7 +119,11 @@ fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
     let out = match &args.out {
         Some(o) => o.clone(),
         None => {
-            let model = job.vision.as_ref().map(|v| v.model.clone()).unwrap_or_default();
+            let model = match (&job.vision, &job.text) {
+                (Some(v), _) => v.model.clone(),
+                (_, Some(t)) => format!("{:?}-{}", t.task, t.model.rsplit(['/', '\\']).next().unwrap_or("model")),
+                _ => String::new(),
+            };
             let stamp =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             PathBuf::from("runs").join(format!("{:?}-{model}-{stamp}", args.domain).to_lowercase())
@@ -118,6 +136,64 @@ fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
         );
     }
     Ok((job, out, false))
+}
+
+/// Text flags onto the `[text]` table.
+fn apply_text_flags(args: &FinetuneArgs, t: &mut suite_text::task::TextConfig) -> Result<()> {
+    let a = &args.text;
+    if let Some(k) = &a.task {
+        t.task = k.parse().map_err(anyhow::Error::msg).context("--task")?;
+    }
+    if let Some(m) = &args.model {
+        t.model = m.clone();
+    }
+    if args.weights.is_some() {
+        bail!("--weights is for vision; for text, --model takes a folder or hub id");
+    }
+    if args.data.is_some() {
+        t.data = args.data.clone();
+    }
+    if args.val_data.is_some() {
+        t.val_data = args.val_data.clone();
+    }
+    if let Some(s) = args.val_split {
+        t.val_split = s;
+    }
+    if let Some(n) = a.max_len {
+        t.max_len = n;
+    }
+    t.multi_label |= a.multi_label;
+    t.strict |= a.strict;
+    t.version_2 |= a.version_2;
+    if let Some(c) = &a.text_column {
+        t.columns.text = c.clone();
+    }
+    if let Some(c) = &a.pair_column {
+        t.columns.text_pair = Some(c.clone());
+    }
+    if let Some(c) = &a.label_column {
+        t.columns.label = c.clone();
+    }
+    if let Some(m) = &a.subword_labels {
+        t.subword_labels = match m.as_str() {
+            "first" => suite_text::task::SubwordMode::First,
+            "all" => suite_text::task::SubwordMode::All,
+            _ => bail!("--subword-labels {m:?}: expected first or all"),
+        };
+    }
+    if let Some(n) = a.doc_stride {
+        t.doc_stride = n;
+    }
+    if let Some(n) = a.max_answer_len {
+        t.max_answer_len = n;
+    }
+    if let Some(m) = a.encoder_lr_mult {
+        t.encoder_lr_mult = m;
+    }
+    if let Some(l) = args.label_smoothing {
+        t.label_smoothing = l;
+    }
+    Ok(())
 }
 
 fn absolute(p: PathBuf) -> PathBuf {

@@ -6,6 +6,8 @@ mod eval;
 mod export;
 mod finetune;
 mod predict;
+mod report;
+mod text;
 mod vision;
 
 use anyhow::Result;
@@ -26,5 +28,5 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// The error for domains whose issue has not landed yet.
 pub fn not_yet(domain: Domain) -> anyhow::Error {
-    anyhow::anyhow!("the {domain:?} domain is not available in this version of suite yet (only vision is); see README")
+    anyhow::anyhow!("the {domain:?} domain is not available in this version of suite yet; see README")
 }

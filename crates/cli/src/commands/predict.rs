@@ -12,8 +12,11 @@ use crate::args::{Domain, PredictArgs};
 
 /// Entry point.
 pub fn run(args: PredictArgs) -> Result<()> {
-    if args.domain != Domain::Vision {
-        return Err(not_yet(args.domain));
+    match args.domain {
+        Domain::Text => return super::text::predict(&args),
+        Domain::Speech => return Err(not_yet(args.domain)),
+        Domain::Vision if args.inputs.is_empty() => anyhow::bail!("suite predict vision: give one or more image files"),
+        Domain::Vision => {}
     }
     let device = parse_device(&args.device)?;
     let mut task = load_timm_layout(&model_dir(&args.run, &args.which)?, device)?;

@@ -89,29 +89,7 @@ pub fn write_report(run: &RunDir, task: &ClassifierTask, metrics: &Metrics, summ
     }
     suite_core::runs::atomic_write(&dir.join("per_class.csv"), per_class.as_bytes())?;
     suite_core::runs::atomic_write(&dir.join("metrics.json"), serde_json::to_string_pretty(metrics)?.as_bytes())?;
-    let mut rows: Vec<(String, String)> = vec![
-        ("run".into(), run.root().display().to_string()),
-        ("steps".into(), summary.steps.to_string()),
-        (
-            "trainable params".into(),
-            format!(
-                "{} of {} ({:.2} %)",
-                summary.trainable_params,
-                summary.total_params,
-                100.0 * summary.trainable_params as f64 / summary.total_params.max(1) as f64
-            ),
-        ),
-        ("train time".into(), format!("{:.1} s ({:.1} samples/s)", summary.elapsed_s, summary.samples_per_sec)),
-    ];
-    if let Some((v, s)) = summary.best {
-        rows.push(("best".into(), format!("{v:.4} at step {s}")));
-    }
-    if summary.stopped_early {
-        rows.push(("early stop".into(), "yes".into()));
-    }
-    for (k, v) in metrics {
-        rows.push((format!("best model {k}"), format!("{v:.4}")));
-    }
+    let mut rows = super::report::summary_rows(run, summary, metrics);
     rows.push(("confusion matrix".into(), dir.join("confusion.png").display().to_string()));
     rows.push(("curves".into(), run.curves_path().display().to_string()));
     println!("{}", summary_table(&rows));

@@ -1,0 +1,455 @@
+//! The text job: prepare data and model, train, then write the evaluation report of the best model; and text
+//! evaluation and prediction from a run folder.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use suite_core::data::{DataLoader, LoaderConfig};
+use suite_core::device::{parse_device, seed_torch};
+use suite_core::metrics::Metrics;
+use suite_core::runs::{plot_confusion, summary_table, RunDir};
+use suite_core::train::{FitSummary, TrainModel, Trainer};
+use suite_text::data::{
+    read_classify, read_ner, read_squad, ClassifyColumns, ClassifyDataset, ClassifyExample, LabelSet, NerDataset,
+    NerSentence, QaAnswer, QaDataset, QaExample, SubwordLabels, TextTokenizer,
+};
+use suite_text::metrics::{entities, Mode, Scheme};
+use suite_text::task::{
+    classify_splits, default_metric, gold_answers, load_trained, ner_splits, prepare, qa_splits, span_settings,
+    HubSaver, NerEval, QaEval, SequenceReport, SequenceTask, SpanTask, TextConfig, TextData, TextJob, TextTask,
+    TextTaskKind,
+};
+
+use super::vision::model_dir;
+use crate::args::{EvalArgs, PredictArgs};
+use crate::job::JobFile;
+
+/// Trains the job into `out` (a new run, or an existing one with `resume`).
+pub fn finetune(mut job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
+    let tcfg = job.text.clone().context("the job has no [text] table")?;
+    if job.train.metric == "auto" {
+        job.train.metric = default_metric(&tcfg).into();
+    }
+    job.train.validate()?;
+    let device = parse_device(&job.train.device)?;
+    suite_core::device::set_threads(job.train.threads);
+    seed_torch(job.train.seed);
+    // The run folder appears only once the job is known to be valid.
+    let mut prepared = prepare(&tcfg, &job.train, device, resume)?;
+    let run = RunDir::create(&out, !resume)?;
+    eprintln!("run folder: {}", run.root().display());
+    if !resume {
+        run.write_config(&job)?;
+    }
+    write_job_notes(&run, &prepared, &tcfg)?;
+    let trainer = Trainer::new(job.train.clone(), run)?.with_group_rules(prepared.rules.clone());
+    let summary = match (&mut prepared.task, &prepared.data) {
+        (TextTask::Sequence(t), TextData::Classify { train, val }) => trainer.fit(t, train, Some(val), resume)?,
+        (TextTask::Sequence(t), TextData::Ner { train, val }) => trainer.fit(t, train, Some(val), resume)?,
+        (TextTask::Span(t), TextData::Qa { train, val }) => trainer.fit(t, train, Some(val), resume)?,
+        _ => bail!("internal error: task and data of different kinds"),
+    };
+    report(trainer.run(), &mut prepared, &summary)
+}
+
+fn write_job_notes(run: &RunDir, job: &TextJob, cfg: &TextConfig) -> Result<()> {
+    let mut notes = format!(
+        "task: {:?}\nmodel: {} ({})\nexamples: {} training, {} validation\n",
+        cfg.task,
+        cfg.model,
+        job.files.dir.display(),
+        job.sizes.0,
+        job.sizes.1
+    );
+    if let Some(r) = &job.load_report {
+        notes.push_str(&format!("weight load: {r}\n"));
+        eprintln!("weights from {}: {r}", job.files.dir.display());
+    }
+    eprintln!("{} training and {} validation examples", job.sizes.0, job.sizes.1);
+    suite_core::runs::atomic_write(&run.root().join("report.txt"), notes.as_bytes())
+}
+
+/// Reloads the best model into the job's task, evaluates it on the validation data and writes `eval/`.
+fn report(run: &RunDir, job: &mut TextJob, summary: &FitSummary) -> Result<()> {
+    let best = run.best_dir().join("model.safetensors");
+    let dir = run.root().join("eval");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let opts = suite_core::weights::LoadOptions::strict();
+    let metrics = match (&mut job.task, &job.data) {
+        (TextTask::Sequence(t), TextData::Classify { val, .. }) => {
+            suite_core::weights::load_safetensors(&t.vs, std::slice::from_ref(&best), &opts)?;
+            let m = evaluate(t, val)?;
+            write_sequence_report(&dir, t, &m)?;
+            m
+        }
+        (TextTask::Sequence(t), TextData::Ner { val, .. }) => {
+            suite_core::weights::load_safetensors(&t.vs, std::slice::from_ref(&best), &opts)?;
+            let m = evaluate(t, val)?;
+            write_sequence_report(&dir, t, &m)?;
+            m
+        }
+        (TextTask::Span(t), TextData::Qa { val, .. }) => {
+            suite_core::weights::load_safetensors(&t.vs, std::slice::from_ref(&best), &opts)?;
+            let m = evaluate(t, val)?;
+            write_qa_report(&dir, t, &m)?;
+            m
+        }
+        _ => bail!("internal error: task and data of different kinds"),
+    };
+    let mut rows = super::report::summary_rows(run, summary, &metrics);
+    rows.push(("report".into(), dir.display().to_string()));
+    rows.push(("curves".into(), run.curves_path().display().to_string()));
+    println!("{}", summary_table(&rows));
+    Ok(())
+}
+
+fn evaluate<M: TrainModel, D: suite_core::data::Dataset<Batch = M::Batch>>(
+    task: &mut M,
+    loader: &DataLoader<D>,
+) -> Result<Metrics> {
+    let mut it = loader.iter_epoch(0, 0);
+    tch::no_grad(|| task.evaluate(&mut it))
+}
+
+fn write_metrics(dir: &Path, metrics: &Metrics) -> Result<()> {
+    suite_core::runs::atomic_write(&dir.join("metrics.json"), serde_json::to_string_pretty(metrics)?.as_bytes())
+}
+
+/// Classification: confusion matrix (CSV + PNG) and per-class scores; NER: entity scores per type.
+fn write_sequence_report(dir: &Path, task: &SequenceTask, metrics: &Metrics) -> Result<()> {
+    write_metrics(dir, metrics)?;
+    match &task.last_report {
+        Some(SequenceReport::Classes(report)) => {
+            report.write_confusion_csv(&dir.join("confusion.csv"))?;
+            plot_confusion(&report.confusion, &task.labels.names, &dir.join("confusion.png"))?;
+            let mut per_class = String::from("class,precision,recall,f1,support\n");
+            for (name, s) in task.labels.names.iter().zip(report.per_class()) {
+                per_class.push_str(&format!("{name},{:.6},{:.6},{:.6},{}\n", s.precision, s.recall, s.f1, s.support));
+            }
+            suite_core::runs::atomic_write(&dir.join("per_class.csv"), per_class.as_bytes())?;
+        }
+        Some(SequenceReport::Entities { report, truth, pred }) => {
+            let mut per_type = String::from("type,precision,recall,f1,support\n");
+            for (name, s) in &report.per_type {
+                per_type.push_str(&format!("{name},{:.6},{:.6},{:.6},{}\n", s.precision, s.recall, s.f1, s.support));
+            }
+            suite_core::runs::atomic_write(&dir.join("per_type.csv"), per_type.as_bytes())?;
+            let mut lines = String::new();
+            for (t, p) in truth.iter().zip(pred) {
+                lines.push_str(&serde_json::json!({"gold": t, "pred": p}).to_string());
+                lines.push('\n');
+            }
+            suite_core::runs::atomic_write(&dir.join("predictions.jsonl"), lines.as_bytes())?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn write_qa_report(dir: &Path, task: &SpanTask, metrics: &Metrics) -> Result<()> {
+    write_metrics(dir, metrics)?;
+    // The official SQuAD evaluation scripts read {id: answer}.
+    let preds: serde_json::Map<String, serde_json::Value> =
+        task.last_predictions.iter().map(|p| (p.id.clone(), serde_json::Value::String(p.text.clone()))).collect();
+    suite_core::runs::atomic_write(&dir.join("predictions.json"), serde_json::to_string_pretty(&preds)?.as_bytes())
+}
+
+/// The run's recorded job, with its `[text]` table.
+fn text_job(run: &Path) -> Result<(JobFile, TextConfig)> {
+    let job: JobFile = suite_core::config::load_toml(&run.join("config.toml"))
+        .with_context(|| format!("--run {}: not a run folder", run.display()))?;
+    let cfg = job.text.clone().context("not a text run")?;
+    Ok((job, cfg))
+}
+
+fn loader_config(batch_size: usize) -> LoaderConfig {
+    LoaderConfig { batch_size, workers: 0, ..LoaderConfig::default() }
+}
+
+/// `suite eval` of a text run: the run's validation data, or `data`.
+pub fn eval(args: &EvalArgs) -> Result<()> {
+    let (job, cfg) = text_job(&args.run)?;
+    let device = parse_device(&args.device)?;
+    let dir = model_dir(&args.run, &args.which)?;
+    let (vs, model, labels, multi_label) = load_trained(&dir, cfg.task, device)?;
+    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let lc = loader_config(args.batch_size);
+    let metrics = match cfg.task {
+        TextTaskKind::Classify => {
+            let examples = match &args.data {
+                Some(d) => read_classify(d, &columns(&cfg), true)?,
+                None => classify_splits(&cfg, job.train.seed)?.1,
+            };
+            let labels = LabelSet::from_names(labels);
+            let ds = Arc::new(ClassifyDataset::new(&examples, &tok, Some(&labels), cfg.max_len, multi_label)?);
+            let mut task = sequence_task(vs, model, TextTaskKind::Classify, labels, multi_label, &dir, None);
+            evaluate(&mut task, &DataLoader::sequential(ds, lc))?
+        }
+        TextTaskKind::Ner => {
+            let sents = match &args.data {
+                Some(d) => read_ner(d)?,
+                None => ner_splits(&cfg, job.train.seed)?.1,
+            };
+            let labels = LabelSet::from_names(labels);
+            let ds = Arc::new(NerDataset::new(&sents, &tok, Some(&labels), cfg.max_len, cfg.subword_labels.into())?);
+            let ev = NerEval { dataset: ds.clone(), tags: sents.iter().map(|s| s.tags.clone()).collect() };
+            let mut task = sequence_task(vs, model, TextTaskKind::Ner, labels, false, &dir, Some(ev));
+            if cfg.strict {
+                let scheme = suite_text::data::detect_scheme(&sents)?;
+                task.ner_mode = (Mode::Strict, suite_text::task::seqeval_scheme(scheme));
+            }
+            evaluate(&mut task, &DataLoader::sequential(ds, lc))?
+        }
+        TextTaskKind::Qa => {
+            let examples = match &args.data {
+                Some(d) => read_squad(d)?,
+                None => qa_splits(&cfg, job.train.seed)?.1,
+            };
+            let ds = Arc::new(QaDataset::new(&examples, &tok, cfg.max_len, cfg.doc_stride)?);
+            let mut task = SpanTask {
+                vs,
+                model,
+                settings: span_settings(&cfg),
+                eval: Some(QaEval { dataset: ds.clone(), gold: gold_answers(&examples) }),
+                tokenizer_dir: dir.clone(),
+                saver: Box::new(HubSaver),
+                last_predictions: Vec::new(),
+            };
+            evaluate(&mut task, &DataLoader::sequential(ds, lc))?
+        }
+    };
+    for (k, v) in &metrics {
+        println!("{k:>16}  {v:.4}");
+    }
+    Ok(())
+}
+
+fn columns(cfg: &TextConfig) -> ClassifyColumns {
+    ClassifyColumns {
+        text: cfg.columns.text.clone(),
+        text_pair: cfg.columns.text_pair.clone(),
+        label: cfg.columns.label.clone(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sequence_task(
+    vs: tch::nn::VarStore,
+    model: suite_text::models::TextModel,
+    kind: TextTaskKind,
+    labels: LabelSet,
+    multi_label: bool,
+    dir: &Path,
+    eval_ner: Option<NerEval>,
+) -> SequenceTask {
+    SequenceTask {
+        vs,
+        model,
+        kind,
+        labels,
+        multi_label,
+        label_smoothing: 0.0,
+        ner_mode: (Mode::Default, Scheme::Iob2),
+        eval_ner,
+        tokenizer_dir: dir.to_path_buf(),
+        saver: Box::new(HubSaver),
+        last_report: None,
+    }
+}
+
+/// One input of `suite predict text`, with the line it came from.
+struct Input {
+    line: usize,
+    text: String,
+    pair: Option<String>,
+    words: Option<Vec<String>>,
+    question: Option<String>,
+}
+
+/// Reads lines (plain text) or JSONL objects (`text`/`text_pair`, `tokens`, `question`/`context`) from a file or
+/// stdin.
+fn read_inputs(path: Option<&Path>) -> Result<(String, Vec<Input>)> {
+    let (name, reader): (String, Box<dyn BufRead>) = match path {
+        None => ("<stdin>".into(), Box::new(std::io::BufReader::new(std::io::stdin()))),
+        Some(p) if p.as_os_str() == "-" => ("<stdin>".into(), Box::new(std::io::BufReader::new(std::io::stdin()))),
+        Some(p) => (
+            p.display().to_string(),
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+            )),
+        ),
+    };
+    let mut out = Vec::new();
+    for (i, line) in reader.split(b'\n').enumerate() {
+        let line_no = i + 1;
+        let bytes = line.with_context(|| format!("{name}: read error at line {line_no}"))?;
+        let line = String::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!("{name}, line {line_no}: not valid UTF-8 (byte {})", e.utf8_error().valid_up_to())
+        })?;
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.trim_start().starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| anyhow::anyhow!("{name}, line {line_no}: not a JSON object: {e}"))?;
+            let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
+            let words = v.get("tokens").and_then(|t| t.as_array()).map(|a| {
+                a.iter().map(|w| w.as_str().map(String::from).unwrap_or_else(|| w.to_string())).collect::<Vec<_>>()
+            });
+            let text = s("text").or_else(|| s("context")).or_else(|| words.as_ref().map(|w| w.join(" ")));
+            let Some(text) = text else {
+                bail!("{name}, line {line_no}: expected a \"text\", \"tokens\" or \"context\" field");
+            };
+            out.push(Input { line: line_no, text, pair: s("text_pair"), words, question: s("question") });
+        } else {
+            out.push(Input { line: line_no, text: line.to_string(), pair: None, words: None, question: None });
+        }
+    }
+    if out.is_empty() {
+        bail!("{name}: no input (empty)");
+    }
+    Ok((name, out))
+}
+
+/// `suite predict text --run R [FILE|-]`.
+pub fn predict(args: &PredictArgs) -> Result<()> {
+    let (_, cfg) = text_job(&args.run)?;
+    if args.inputs.len() > 1 {
+        bail!("suite predict text reads one file (or stdin); got {} inputs", args.inputs.len());
+    }
+    let device = parse_device(&args.device)?;
+    let dir = model_dir(&args.run, &args.which)?;
+    let (vs, model, labels, multi_label) = load_trained(&dir, cfg.task, device)?;
+    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let (name, inputs) = read_inputs(args.inputs.first().map(PathBuf::as_path))?;
+    let lc = loader_config(32);
+    match cfg.task {
+        TextTaskKind::Classify => {
+            let examples: Vec<ClassifyExample> = inputs
+                .iter()
+                .map(|i| ClassifyExample { text: i.text.clone(), text_pair: i.pair.clone(), labels: Vec::new() })
+                .collect();
+            let ds = Arc::new(ClassifyDataset::new(&examples, &tok, None, cfg.max_len, multi_label)?);
+            let task =
+                sequence_task(vs, model, TextTaskKind::Classify, LabelSet::from_names(labels), multi_label, &dir, None);
+            let k = args.top_k.clamp(1, task.labels.len());
+            let loader = DataLoader::sequential(ds, lc);
+            for batch in loader.iter_epoch(0, 0) {
+                let batch = batch?;
+                let logits = tch::no_grad(|| task.logits(&batch, false)).to_device(tch::Device::Cpu);
+                let probs = if multi_label { logits.sigmoid() } else { logits.softmax(-1, tch::Kind::Float) };
+                for (row, &item) in batch.index.iter().enumerate() {
+                    let p = Vec::<f32>::try_from(probs.get(row as i64))?;
+                    let mut order: Vec<usize> = (0..p.len()).collect();
+                    order.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
+                    let shown: Vec<(String, f32)> = if multi_label {
+                        order.iter().filter(|&&c| p[c] >= 0.5).map(|&c| (task.labels.names[c].clone(), p[c])).collect()
+                    } else {
+                        order.iter().take(k).map(|&c| (task.labels.names[c].clone(), p[c])).collect()
+                    };
+                    print_prediction(args.json, &inputs[item], &shown);
+                }
+            }
+        }
+        TextTaskKind::Ner => {
+            let sents: Vec<NerSentence> = inputs
+                .iter()
+                .map(|i| {
+                    let tokens =
+                        i.words.clone().unwrap_or_else(|| i.text.split_whitespace().map(String::from).collect());
+                    NerSentence { tags: vec!["O".into(); tokens.len()], tokens }
+                })
+                .collect();
+            let labels = LabelSet::from_names(labels);
+            let ds = Arc::new(NerDataset::new(&sents, &tok, None, cfg.max_len, SubwordLabels::First)?);
+            let task = sequence_task(vs, model, TextTaskKind::Ner, labels, false, &dir, None);
+            let loader = DataLoader::sequential(ds.clone(), lc);
+            for batch in loader.iter_epoch(0, 0) {
+                let batch = batch?;
+                let argmax = tch::no_grad(|| task.logits(&batch, false)).argmax(-1, false).to_device(tch::Device::Cpu);
+                for (row, &item) in batch.index.iter().enumerate() {
+                    let preds = Vec::<i64>::try_from(argmax.get(row as i64))?;
+                    let tags = ds.word_predictions(item, &preds, &task.labels);
+                    let words = &sents[item].tokens;
+                    let ents: Vec<serde_json::Value> = entities(&tags, Mode::Default, Scheme::Iob2)
+                        .into_iter()
+                        .map(|(ty, s, e)| serde_json::json!({"type": ty, "text": words[s..e].join(" "), "start": s, "end": e}))
+                        .collect();
+                    if args.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"line": inputs[item].line, "tokens": words, "tags": tags, "entities": ents})
+                        );
+                    } else {
+                        let shown: Vec<String> = ents
+                            .iter()
+                            .map(|e| {
+                                format!("{} [{}]", e["text"].as_str().unwrap_or(""), e["type"].as_str().unwrap_or(""))
+                            })
+                            .collect();
+                        println!(
+                            "{}\t{}",
+                            inputs[item].line,
+                            if shown.is_empty() { "(no entities)".into() } else { shown.join("  ") }
+                        );
+                    }
+                }
+            }
+        }
+        TextTaskKind::Qa => {
+            let mut examples = Vec::new();
+            for i in &inputs {
+                let Some(q) = &i.question else {
+                    bail!(
+                        "{name}, line {}: question answering needs JSONL lines with \"question\" and \"context\"",
+                        i.line
+                    );
+                };
+                examples.push(QaExample {
+                    id: i.line.to_string(),
+                    question: q.clone(),
+                    context: i.text.clone(),
+                    answers: Vec::<QaAnswer>::new(),
+                    is_impossible: false,
+                });
+            }
+            let ds = Arc::new(QaDataset::new(&examples, &tok, cfg.max_len, cfg.doc_stride)?);
+            let task = SpanTask {
+                vs,
+                model,
+                settings: span_settings(&cfg),
+                eval: None,
+                tokenizer_dir: dir.clone(),
+                saver: Box::new(HubSaver),
+                last_predictions: Vec::new(),
+            };
+            let loader = DataLoader::sequential(ds.clone(), lc);
+            let preds = task.predict(&ds, &mut loader.iter_epoch(0, 0))?;
+            for p in preds {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"line": p.id.parse::<usize>().unwrap_or(0), "answer": p.text, "score": p.score})
+                    );
+                } else {
+                    println!("{}\t{}\t{:.3}", p.id, p.text, p.score);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_prediction(json: bool, input: &Input, shown: &[(String, f32)]) {
+    if json {
+        let top: Vec<serde_json::Value> =
+            shown.iter().map(|(l, p)| serde_json::json!({"label": l, "prob": p})).collect();
+        println!("{}", serde_json::json!({"line": input.line, "top": top}));
+    } else {
+        let s: Vec<String> = shown.iter().map(|(l, p)| format!("{l} {:.1}%", p * 100.0)).collect();
+        println!("{}\t{}", input.line, s.join("  "));
+    }
+}
