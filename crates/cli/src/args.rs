@@ -30,6 +30,8 @@ pub enum Command {
     Data(DataArgs),
     /// Benchmark suite against the same job in PyTorch eager on this machine.
     Bench(BenchArgs),
+    /// Transcribe (or translate) audio files with Whisper or a speech run's model.
+    Transcribe(TranscribeArgs),
 }
 
 /// A domain.
@@ -40,7 +42,7 @@ pub enum Domain {
     Vision,
     /// BERT-family encoders: classification, NER, extractive QA.
     Text,
-    /// Whisper speech recognition (not yet available).
+    /// Whisper speech recognition and translation.
     Speech,
 }
 
@@ -103,6 +105,12 @@ pub struct FinetuneArgs {
     /// Text settings.
     #[command(flatten)]
     pub text: TextArgs,
+    /// Speech settings.
+    #[command(flatten)]
+    pub speech: SpeechArgs,
+    /// Parameter-efficient fine-tuning.
+    #[command(flatten)]
+    pub peft: PeftArgs,
     /// Training-loop settings.
     #[command(flatten)]
     pub train: TrainArgs,
@@ -147,6 +155,64 @@ pub struct TextArgs {
     /// Learning-rate multiplier of the pretrained encoder relative to the head.
     #[arg(long, allow_negative_numbers = true)]
     pub encoder_lr_mult: Option<f64>,
+}
+
+/// Flags that override `[speech]` (`--task transcribe|translate` is shared with text).
+#[derive(Debug, Args, Default)]
+pub struct SpeechArgs {
+    /// Language code (e.g. de) for manifest rows without one, and for decoding at evaluation.
+    #[arg(long)]
+    pub language: Option<String>,
+    /// Train only the decoder.
+    #[arg(long)]
+    pub freeze_encoder: bool,
+    /// SpecAugment (time and frequency masking) on the training features.
+    #[arg(long)]
+    pub spec_augment: bool,
+    /// Beam size of the decoding at evaluation (1 = greedy).
+    #[arg(long)]
+    pub eval_beam: Option<usize>,
+}
+
+/// Flags that override `[peft]`.
+#[derive(Debug, Args, Default)]
+pub struct PeftArgs {
+    /// `none`, `lora`, `dora`, `ia3`, `prefix`, `ptuning2`, `adapter` (Houlsby), `pfeiffer` or `bitfit`.
+    #[arg(long)]
+    pub peft: Option<String>,
+    /// LoRA/DoRA rank.
+    #[arg(long)]
+    pub lora_r: Option<i64>,
+    /// LoRA/DoRA alpha (scale = alpha / r).
+    #[arg(long, allow_negative_numbers = true)]
+    pub lora_alpha: Option<f64>,
+    /// LoRA/DoRA dropout on the adapter's input.
+    #[arg(long, allow_negative_numbers = true)]
+    pub lora_dropout: Option<f64>,
+    /// LoRA/DoRA target layers: `all-linear` or names such as `query,value`.
+    #[arg(long)]
+    pub lora_targets: Option<String>,
+    /// rsLoRA scaling (alpha / sqrt(r)).
+    #[arg(long)]
+    pub rslora: bool,
+    /// (IA)³ target layers.
+    #[arg(long)]
+    pub ia3_targets: Option<String>,
+    /// (IA)³ feed-forward layers (their input is scaled).
+    #[arg(long)]
+    pub ia3_feedforward: Option<String>,
+    /// Prefix tuning / P-tuning v2: virtual tokens per layer.
+    #[arg(long)]
+    pub prefix_tokens: Option<i64>,
+    /// Prefix tuning: hidden width of the reparameterisation MLP.
+    #[arg(long)]
+    pub prefix_projection: Option<i64>,
+    /// Bottleneck adapters: `houlsby` or `pfeiffer`.
+    #[arg(long)]
+    pub adapter_kind: Option<String>,
+    /// Bottleneck adapters: hidden width / bottleneck width.
+    #[arg(long)]
+    pub adapter_reduction: Option<i64>,
 }
 
 /// Flags that override `[train]`.
@@ -372,6 +438,38 @@ pub struct DataArgs {
     /// Held-out fraction.
     #[arg(long, default_value_t = 0.2)]
     pub val_split: f64,
+}
+
+/// `suite transcribe`.
+#[derive(Debug, Args)]
+pub struct TranscribeArgs {
+    /// Audio files (WAV, FLAC, MP3, OGG); longer than 30 s is transcribed window by window.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Whisper model: `whisper-base` (default, offline), a hub id or a local folder.
+    #[arg(long, conflicts_with = "run")]
+    pub model: Option<String>,
+    /// A speech run folder whose fine-tuned model to use.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// `best` (default) or `final` model of --run.
+    #[arg(long, default_value = "best")]
+    pub which: String,
+    /// Language code; detected from the audio when not given.
+    #[arg(long)]
+    pub language: Option<String>,
+    /// `transcribe` (default) or `translate` (to English).
+    #[arg(long, default_value = "transcribe")]
+    pub task: String,
+    /// Beam size (1 = greedy).
+    #[arg(long, default_value_t = 1)]
+    pub beam: usize,
+    /// One JSON object per file instead of text lines.
+    #[arg(long)]
+    pub json: bool,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 /// `suite bench`.

@@ -7,7 +7,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use suite_core::optim::ScheduleKind;
+use suite_core::peft::PeftConfig;
 use suite_core::train::TrainConfig;
+use suite_speech::task::SpeechConfig;
 use suite_text::task::TextConfig;
 use suite_vision::task::VisionConfig;
 
@@ -42,6 +44,12 @@ pub struct JobFile {
     /// Text settings (classification, NER, QA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextConfig>,
+    /// Speech settings (Whisper).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speech: Option<SpeechConfig>,
+    /// Parameter-efficient fine-tuning (`method = "none"` trains every parameter the domain's tuning selects).
+    #[serde(default)]
+    pub peft: PeftConfig,
     /// Training-loop settings.
     pub train: TrainConfig,
 }
@@ -58,6 +66,16 @@ pub fn domain_train_defaults(domain: Domain) -> TrainConfig {
         t.schedule.kind = ScheduleKind::Linear;
         t.schedule.warmup_ratio = 0.1;
         t.weight_decay = 0.01;
+    }
+    if domain == Domain::Speech {
+        // The Whisper fine-tuning recipe's defaults (lr 1e-5, warmup), scaled to small data sets.
+        t.epochs = 3;
+        t.lr = 1e-5;
+        t.batch_size = 8;
+        t.metric = "wer".into();
+        t.schedule.kind = ScheduleKind::Linear;
+        t.schedule.warmup_ratio = 0.1;
+        t.weight_decay = 0.0;
     }
     if domain == Domain::Vision {
         t.epochs = 5;
@@ -85,6 +103,12 @@ pub fn load_recipe(path: &Path, domain: Domain) -> Result<JobFile> {
         #[serde(default)]
         #[allow(dead_code)]
         text: Option<TextConfig>,
+        #[serde(default)]
+        #[allow(dead_code)]
+        speech: Option<SpeechConfig>,
+        #[serde(default)]
+        #[allow(dead_code)]
+        peft: Option<PeftConfig>,
         #[serde(default)]
         #[allow(dead_code)]
         train: Option<TrainConfig>,
@@ -117,6 +141,8 @@ impl JobFile {
             task: TaskMeta { domain: Some(domain), ..TaskMeta::default() },
             vision: (domain == Domain::Vision).then(VisionConfig::default),
             text: (domain == Domain::Text).then(TextConfig::default),
+            speech: (domain == Domain::Speech).then(SpeechConfig::default),
+            peft: PeftConfig::None,
             train: domain_train_defaults(domain),
         }
     }
@@ -148,7 +174,13 @@ mod tests {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
                 let text = std::fs::read_to_string(&path).unwrap();
-                let domain = if text.contains("[text]") { Domain::Text } else { Domain::Vision };
+                let domain = if text.contains("[text]") {
+                    Domain::Text
+                } else if text.contains("[speech]") {
+                    Domain::Speech
+                } else {
+                    Domain::Vision
+                };
                 let job = load_recipe(&path, domain).unwrap_or_else(|e| panic!("{e:#}"));
                 job.train.validate().unwrap();
                 if let Some(mut vision) = job.vision {
@@ -159,6 +191,11 @@ mod tests {
                     t.data.get_or_insert_with(|| "data".into());
                     t.validate().unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
                 }
+                if let Some(mut s) = job.speech {
+                    s.data.get_or_insert_with(|| "data".into());
+                    s.validate().unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                }
+                job.peft.validate().unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
                 n += 1;
             }
         }

@@ -4,20 +4,17 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use super::{not_yet, text, vision};
+use super::{speech, text, vision};
 use crate::args::{Domain, FinetuneArgs};
 use crate::job::{load_recipe, JobFile};
 
 /// Entry point.
 pub fn run(args: FinetuneArgs) -> Result<()> {
-    if args.domain == Domain::Speech {
-        return Err(not_yet(args.domain));
-    }
     let (job, out, resume) = resolve(&args)?;
     match args.domain {
         Domain::Vision => vision::finetune(job, out, resume),
         Domain::Text => text::finetune(job, out, resume),
-        Domain::Speech => Err(not_yet(args.domain)),
+        Domain::Speech => speech::finetune(job, out, resume),
     }
 }
 
@@ -56,6 +53,7 @@ fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
         }
     }
     args.train.apply(&mut job.train);
+    apply_peft_flags(&args.peft, &mut job)?;
     if let Some(v) = job.vision.as_mut() {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(x) = args.$f.clone() { v.$f = x; } )* };
@@ -96,6 +94,14 @@ fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
         }
         v.skip_bad |= args.skip_bad;
     }
+    if let Some(s) = job.speech.as_mut() {
+        apply_speech_flags(args, s)?;
+        s.data = s.data.take().map(absolute);
+        s.val_data = s.val_data.take().map(absolute);
+        if std::path::Path::new(&s.model).exists() {
+            s.model = absolute(PathBuf::from(&s.model)).display().to_string();
+        }
+    }
     if let Some(t) = job.text.as_mut() {
         apply_text_flags(args, t)?;
         t.data = t.data.take().map(absolute);
@@ -122,6 +128,10 @@ fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
             let model = match (&job.vision, &job.text) {
                 (Some(v), _) => v.model.clone(),
                 (_, Some(t)) => format!("{:?}-{}", t.task, t.model.rsplit(['/', '\\']).next().unwrap_or("model")),
+                _ if job.speech.is_some() => {
+                    let s = job.speech.as_ref().expect("checked");
+                    s.model.rsplit(['/', '\\']).next().unwrap_or("model").to_string()
+                }
                 _ => String::new(),
             };
             let stamp =
@@ -136,6 +146,59 @@ fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
         );
     }
     Ok((job, out, false))
+}
+
+/// PEFT flags onto the `[peft]` table: `--peft METHOD` replaces the recipe's method; the option flags refine it.
+fn apply_peft_flags(a: &crate::args::PeftArgs, job: &mut JobFile) -> Result<()> {
+    use suite_core::peft::{from_cli, PeftCliOptions};
+    let opts = PeftCliOptions {
+        lora_r: a.lora_r,
+        lora_alpha: a.lora_alpha,
+        lora_dropout: a.lora_dropout,
+        lora_targets: a.lora_targets.clone(),
+        rslora: a.rslora.then_some(true),
+        ia3_targets: a.ia3_targets.clone(),
+        ia3_feedforward: a.ia3_feedforward.clone(),
+        prefix_tokens: a.prefix_tokens,
+        prefix_projection: a.prefix_projection,
+        adapter_kind: a.adapter_kind.clone(),
+        adapter_reduction: a.adapter_reduction,
+        ..PeftCliOptions::default()
+    };
+    job.peft = match &a.peft {
+        Some(method) => from_cli(method, &opts)?,
+        None => std::mem::take(&mut job.peft).with_cli_options(&opts)?,
+    };
+    job.peft.validate()
+}
+
+/// Speech flags onto the `[speech]` table.
+fn apply_speech_flags(args: &FinetuneArgs, s: &mut suite_speech::task::SpeechConfig) -> Result<()> {
+    if let Some(k) = &args.text.task {
+        s.task = k.parse().map_err(anyhow::Error::msg).context("--task")?;
+    }
+    if let Some(m) = &args.model {
+        s.model = m.clone();
+    }
+    if args.data.is_some() {
+        s.data = args.data.clone();
+    }
+    if args.val_data.is_some() {
+        s.val_data = args.val_data.clone();
+    }
+    if let Some(v) = args.val_split {
+        s.val_split = v;
+    }
+    let a = &args.speech;
+    if a.language.is_some() {
+        s.language = a.language.clone();
+    }
+    s.freeze_encoder |= a.freeze_encoder;
+    s.spec_augment |= a.spec_augment;
+    if let Some(b) = a.eval_beam {
+        s.eval_beam = b;
+    }
+    Ok(())
 }
 
 /// Text flags onto the `[text]` table.

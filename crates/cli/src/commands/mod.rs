@@ -7,6 +7,7 @@ mod export;
 mod finetune;
 mod predict;
 mod report;
+mod speech;
 mod text;
 mod vision;
 
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => export::run(a),
         Command::Data(a) => data::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Transcribe(a) => speech::transcribe(a),
     }
 }
 
