@@ -18,12 +18,20 @@ pub struct AttentionSlots {
     pub head_dim: i64,
     /// Prefix keys/values, set by prefix tuning or P-tuning v2.
     pub prefix: Option<Box<dyn PrefixKv>>,
+    /// Dropout on the attention probabilities in training (transformers' `attention_probs_dropout_prob`).
+    pub dropout: f64,
 }
 
 impl AttentionSlots {
     /// An empty slot for a block of `heads` heads of width `head_dim`.
     pub fn new(name: String, heads: i64, head_dim: i64) -> Self {
-        Self { name, heads, head_dim, prefix: None }
+        Self { name, heads, head_dim, prefix: None, dropout: 0.0 }
+    }
+
+    /// The same slot with attention-probability dropout `p` in training.
+    pub fn with_dropout(mut self, p: f64) -> Self {
+        self.dropout = p;
+        self
     }
 
     /// Attention over `q`, `k`, `v` (`[batch, heads, len, head_dim]`) with the prefix, if any, prepended to `k` and
@@ -38,8 +46,9 @@ impl AttentionSlots {
         causal: bool,
         train: bool,
     ) -> Tensor {
+        let p = if train { self.dropout } else { 0.0 };
         match &self.prefix {
-            None => scaled_dot_product_attention(q, k, v, mask, causal),
+            None => sdpa(q, k, v, mask, causal, p),
             Some(prefix) => {
                 let (b, _, q_len, _) = q.size4().expect("attention query is [batch, heads, len, head_dim]");
                 let (pk, pv) = prefix.key_values(b, train);
@@ -67,7 +76,7 @@ impl AttentionSlots {
                     // Not in place: a per-example mask broadens `full` to [batch, …].
                     full = &full + Tensor::cat(&[pad, m.shallow_clone()], -1);
                 }
-                scaled_dot_product_attention(q, &k, &v, Some(&full), false)
+                sdpa(q, &k, &v, Some(&full), false, p)
             }
         }
     }
@@ -75,5 +84,9 @@ impl AttentionSlots {
 
 /// `softmax(q·kᵀ/√d + mask)·v` over `[batch, heads, len, head_dim]` tensors; `mask` is additive.
 pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool) -> Tensor {
-    Tensor::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, None::<f64>, false)
+    sdpa(q, k, v, mask, causal, 0.0)
+}
+
+fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool, dropout: f64) -> Tensor {
+    Tensor::scaled_dot_product_attention(q, k, v, mask, dropout, causal, None::<f64>, false)
 }

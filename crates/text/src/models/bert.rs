@@ -93,7 +93,8 @@ impl BertLayer {
             query: dense(&this / "query", h, h, std),
             key: dense(&this / "key", h, h, std),
             value: dense(&this / "value", h, h, std),
-            slots: AttentionSlots::new(path_name(&this), c.num_attention_heads, c.head_dim()),
+            slots: AttentionSlots::new(path_name(&this), c.num_attention_heads, c.head_dim())
+                .with_dropout(c.attention_probs_dropout_prob),
             attention_output: dense(&attn / "output" / "dense", h, h, std),
             attention_layer_norm: LayerNorm::new(&attn / "output" / "LayerNorm", h, c.layer_norm_eps),
             intermediate: dense(&p / "intermediate" / "dense", h, c.intermediate_size, std),

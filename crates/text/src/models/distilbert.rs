@@ -83,7 +83,8 @@ impl TransformerBlock {
             q_lin: dense(&attn / "q_lin", h, h, std),
             k_lin: dense(&attn / "k_lin", h, h, std),
             v_lin: dense(&attn / "v_lin", h, h, std),
-            slots: AttentionSlots::new(path_name(&attn), c.num_attention_heads, c.head_dim()),
+            slots: AttentionSlots::new(path_name(&attn), c.num_attention_heads, c.head_dim())
+                .with_dropout(c.attention_probs_dropout_prob),
             out_lin: dense(&attn / "out_lin", h, h, std),
             sa_layer_norm: LayerNorm::new(&p / "sa_layer_norm", h, c.layer_norm_eps),
             lin1: dense(&ffn / "lin1", h, c.intermediate_size, std),
