@@ -425,6 +425,10 @@ pub struct ExportArgs {
     /// `best` (default) or `final`.
     #[arg(long, default_value = "best")]
     pub which: String,
+    /// For a LoRA/DoRA run: fold the adapter into the base weights and write a plain model in hub layout
+    /// (without it, a PEFT run exports its adapter folder).
+    #[arg(long)]
+    pub merge: bool,
 }
 
 /// `suite data`.

@@ -19,6 +19,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if job.text.is_some() {
         return super::text::eval(&args);
     }
+    if job.speech.is_some() {
+        return super::speech::eval(&args);
+    }
     let vcfg = job.vision.context("this run has no [vision] or [text] table")?;
     let device = parse_device(&args.device)?;
     let mut task = load_timm_layout(&model_dir(&args.run, &args.which)?, device)?;

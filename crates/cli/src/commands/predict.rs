@@ -7,14 +7,16 @@ use suite_vision::data::{decode_image, Transform};
 use suite_vision::task::{load_timm_layout, transform_config, Augment, Inputs};
 use tch::{Kind, Tensor};
 
-use super::{not_yet, vision::model_dir};
+use super::vision::model_dir;
 use crate::args::{Domain, PredictArgs};
 
 /// Entry point.
 pub fn run(args: PredictArgs) -> Result<()> {
     match args.domain {
         Domain::Text => return super::text::predict(&args),
-        Domain::Speech => return Err(not_yet(args.domain)),
+        Domain::Speech => {
+            anyhow::bail!("speech runs are used through `suite transcribe --run {} FILES…`", args.run.display())
+        }
         Domain::Vision if args.inputs.is_empty() => anyhow::bail!("suite predict vision: give one or more image files"),
         Domain::Vision => {}
     }

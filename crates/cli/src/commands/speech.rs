@@ -1,19 +1,252 @@
 //! The speech job (Whisper fine-tuning), `suite transcribe`, and speech evaluation from a run folder.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{anyhow, bail, Context, Result};
+use suite_core::data::{DataLoader, Dataset, LoaderConfig};
+use suite_core::device::{parse_device, seed_torch};
+use suite_core::metrics::Metrics;
+use suite_core::runs::{atomic_write, summary_table, RunDir};
+use suite_core::train::{FitSummary, TrainModel, Trainer};
+use suite_speech::audio::{load_audio, LogMel, MelConfig};
+use suite_speech::data::read_speech_data;
+use suite_speech::decode::{transcribe_long, DecodeOptions};
+use suite_speech::task::{
+    is_model_dir, labelled_clips, load_for_inference, prepare, score, speech_splits, LoadedWhisper, Prediction,
+    SpeechConfig, SpeechDataset, SpeechJob, SpeechSaver, SpeechTaskKind, WhisperTask,
+};
 
-use super::not_yet;
-use crate::args::{Domain, TranscribeArgs};
+use crate::args::{EvalArgs, TranscribeArgs};
 use crate::job::JobFile;
 
+/// Evaluation batch size cap: encoder attention over 1500 frames needs ~70 MB per clip and head.
+const MAX_EVAL_BATCH: usize = 8;
+
 /// Trains the job into `out` (a new run, or an existing one with `resume`).
-pub fn finetune(_job: JobFile, _out: PathBuf, _resume: bool) -> Result<()> {
-    Err(not_yet(Domain::Speech))
+pub fn finetune(mut job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
+    let scfg = job.speech.clone().context("the job has no [speech] table")?;
+    if job.train.metric == "auto" {
+        job.train.metric = "wer".into();
+    }
+    job.train.validate()?;
+    scfg.validate()?;
+    let device = parse_device(&job.train.device)?;
+    suite_core::device::set_threads(job.train.threads);
+    seed_torch(job.train.seed);
+    // The run folder appears only once the data and model are known to be valid.
+    let mut prepared = prepare(&scfg, &job.peft, &job.train, device)?;
+    if let Some(r) = &prepared.peft_report {
+        eprintln!("{}", r.summary_line());
+    }
+    let run = RunDir::create(&out, !resume)?;
+    eprintln!("run folder: {}", run.root().display());
+    if !resume {
+        run.write_config(&job)?;
+    }
+    write_job_notes(&run, &prepared, &scfg)?;
+    let trainer = Trainer::new(job.train.clone(), run)?;
+    let summary = trainer.fit(&mut prepared.task, &prepared.train, Some(&prepared.val), resume)?;
+    report(trainer.run(), &mut prepared, &summary)
 }
 
-/// `suite transcribe`.
-pub fn transcribe(_args: TranscribeArgs) -> Result<()> {
-    Err(not_yet(Domain::Speech))
+fn write_job_notes(run: &RunDir, job: &SpeechJob, cfg: &SpeechConfig) -> Result<()> {
+    let (tr, va) = (job.train.dataset().len(), job.val.dataset().len());
+    let mut notes = format!(
+        "task: {:?}\nmodel: {} ({})\nexamples: {tr} training, {va} validation\nfreeze_encoder: {}\nspec_augment: {}\n",
+        cfg.task,
+        cfg.model,
+        job.files.dir.display(),
+        cfg.freeze_encoder,
+        cfg.spec_augment
+    );
+    if let Some(r) = &job.peft_report {
+        notes.push_str(&format!("peft: {}\n", r.summary_line()));
+    }
+    eprintln!("{tr} training and {va} validation clips");
+    atomic_write(&run.root().join("report.txt"), notes.as_bytes())
+}
+
+/// The folder of a run's `best` or `final` model (hub layout or adapter).
+fn speech_model_dir(run: &Path, which: &str) -> Result<PathBuf> {
+    let dir = match which {
+        "best" => run.join("best"),
+        "final" => run.join("final"),
+        _ => bail!("--which {which:?}: expected best or final"),
+    };
+    if !is_model_dir(&dir) {
+        bail!("{}: no saved model (has the run finished an evaluation?)", dir.display());
+    }
+    Ok(dir)
+}
+
+/// Puts the weights of a saved model folder back into the job's task.
+fn reload(task: &mut WhisperTask, dir: &Path) -> Result<()> {
+    match &task.saver {
+        SpeechSaver::Hub => {
+            let opts = suite_core::weights::LoadOptions::strict().skip(["proj_out.weight"]);
+            suite_core::weights::load_safetensors(&task.vs, &[dir.join("model.safetensors")], &opts)?;
+        }
+        SpeechSaver::Adapter { base_checksum, .. } => {
+            let file = suite_core::peft::read_adapter(&dir.join("adapter.safetensors"))?;
+            let sum = base_checksum.clone();
+            suite_core::peft::load_adapter(&mut task.vs, &file, None, &sum)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reloads the best model, evaluates it on the validation data and writes `eval/`.
+fn report(run: &RunDir, job: &mut SpeechJob, summary: &FitSummary) -> Result<()> {
+    let best = if is_model_dir(&run.best_dir()) { run.best_dir() } else { run.final_dir() };
+    reload(&mut job.task, &best).with_context(|| format!("reloading {}", best.display()))?;
+    let metrics = evaluate(&mut job.task, &job.val)?;
+    let dir = run.root().join("eval");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_eval(&dir, &metrics, &job.task.last_predictions)?;
+    let mut rows = super::report::summary_rows(run, summary, &metrics);
+    rows.push(("report".into(), dir.display().to_string()));
+    rows.push(("curves".into(), run.curves_path().display().to_string()));
+    println!("{}", summary_table(&rows));
+    Ok(())
+}
+
+fn evaluate(task: &mut WhisperTask, loader: &DataLoader<SpeechDataset>) -> Result<Metrics> {
+    let mut it = loader.iter_epoch(0, 0);
+    tch::no_grad(|| task.evaluate(&mut it))
+}
+
+/// `metrics.json` and `predictions.jsonl` (audio, language, reference, hypothesis, per-clip WER).
+fn write_eval(dir: &Path, metrics: &Metrics, predictions: &[Prediction]) -> Result<()> {
+    atomic_write(&dir.join("metrics.json"), serde_json::to_string_pretty(metrics)?.as_bytes())?;
+    let mut lines = String::new();
+    for p in predictions {
+        lines.push_str(&serde_json::to_string(p)?);
+        lines.push('\n');
+    }
+    atomic_write(&dir.join("predictions.jsonl"), lines.as_bytes())
+}
+
+/// The run's recorded job, with its `[speech]` table.
+fn speech_job(run: &Path) -> Result<(JobFile, SpeechConfig)> {
+    let job: JobFile = suite_core::config::load_toml(&run.join("config.toml"))
+        .with_context(|| format!("--run {}: not a run folder", run.display()))?;
+    let cfg = job.speech.clone().context("not a speech run")?;
+    Ok((job, cfg))
+}
+
+fn task_for_inference(loaded: LoadedWhisper, cfg: &SpeechConfig) -> WhisperTask {
+    let mut task = WhisperTask::new(
+        loaded.vs,
+        loaded.model,
+        loaded.tokenizer,
+        loaded.tokenizer_path,
+        cfg.task,
+        true,
+        SpeechSaver::Hub,
+    );
+    task.eval_beam = cfg.eval_beam;
+    task.normalizer = cfg.normalizer;
+    task
+}
+
+/// `suite eval` of a speech run: WER, CER and loss of its `best`/`final` model (or, with `--which base`, of the
+/// base model it was fine-tuned from) on its validation split (recomputed from the recorded config and seed) or on
+/// `--data`; per-language WER/CER when there are several languages.
+pub fn eval(args: &EvalArgs) -> Result<()> {
+    let (job, cfg) = speech_job(&args.run)?;
+    let device = parse_device(&args.device)?;
+    let spec = match args.which.as_str() {
+        "base" => cfg.model.clone(),
+        which => speech_model_dir(&args.run, which)?.display().to_string(),
+    };
+    let loaded = load_for_inference(&spec, device)?;
+    eprintln!("model: {}", loaded.description);
+    let clips = match &args.data {
+        Some(d) => labelled_clips(&read_speech_data(d, None)?, d, &loaded.tokenizer, &cfg)?,
+        None => speech_splits(&cfg, &loaded.tokenizer, job.train.seed)?.1,
+    };
+    let c = &loaded.model.config;
+    let ds = Arc::new(SpeechDataset::new(clips, c.num_mel_bins, c.pad_token_id, cfg.task));
+    let lc =
+        LoaderConfig { batch_size: args.batch_size.clamp(1, MAX_EVAL_BATCH), workers: 1, ..LoaderConfig::default() };
+    let mut task = task_for_inference(loaded, &cfg);
+    let metrics = evaluate(&mut task, &DataLoader::sequential(ds, lc))?;
+    println!("{:>16}  {}", "clips", task.last_predictions.len());
+    for (k, v) in &metrics {
+        println!("{k:>16}  {v:.4}");
+    }
+    let mut by_lang: BTreeMap<&str, Vec<&Prediction>> = BTreeMap::new();
+    for p in &task.last_predictions {
+        by_lang.entry(p.language.as_str()).or_default().push(p);
+    }
+    if by_lang.len() > 1 {
+        for (lang, preds) in by_lang {
+            let langs: Vec<String> = preds.iter().map(|p| p.language.clone()).collect();
+            let refs: Vec<String> = preds.iter().map(|p| p.reference.clone()).collect();
+            let hyps: Vec<String> = preds.iter().map(|p| p.hypothesis.clone()).collect();
+            let (w, c, _) = score(task.normalizer, &langs, &refs, &hyps)?;
+            println!("{:>16}  wer {w:.4}  cer {c:.4}  ({} clips)", format!("[{lang}]"), preds.len());
+        }
+    }
+    Ok(())
+}
+
+/// `suite transcribe FILES…`: each file window by window; a file that fails is reported and skipped, and the exit
+/// status says whether any failed.
+pub fn transcribe(args: TranscribeArgs) -> Result<()> {
+    let task: SpeechTaskKind = args.task.parse().map_err(|e: String| anyhow!("--task: {e}"))?;
+    if args.beam == 0 {
+        bail!("--beam 0: expected 1 (greedy) or more (beam search)");
+    }
+    let device = parse_device(&args.device)?;
+    let spec = match (&args.run, &args.model) {
+        (Some(run), _) => speech_model_dir(run, &args.which)?.display().to_string(),
+        (None, Some(m)) => m.clone(),
+        (None, None) => "whisper-base".to_string(),
+    };
+    let loaded = load_for_inference(&spec, device)?;
+    if let Some(lang) = &args.language {
+        loaded.tokenizer.prompt(lang, task.into()).with_context(|| format!("--language {lang}"))?;
+    }
+    let mel = LogMel::new(MelConfig::whisper(loaded.model.config.num_mel_bins));
+    let opts = DecodeOptions {
+        language: args.language.clone(),
+        task: task.into(),
+        beam_size: args.beam,
+        ..DecodeOptions::default()
+    };
+    let mut failed = 0;
+    for file in &args.files {
+        let shown = file.display().to_string();
+        let result = load_audio(file).and_then(|samples| {
+            if samples.is_empty() {
+                bail!("{shown}: no audio in the file (0 samples)");
+            }
+            let t = tch::no_grad(|| transcribe_long(&loaded.model, &loaded.tokenizer, &samples, &mel, &opts))?;
+            Ok((t, samples.len() as f64 / 16_000.0))
+        });
+        match result {
+            Ok((t, seconds)) if args.json => println!(
+                "{}",
+                serde_json::json!({"file": shown, "language": t.language, "text": t.text, "duration_s": seconds})
+            ),
+            Ok((t, _)) => println!("{shown}\t{}\t{}", t.language, t.text),
+            Err(e) => {
+                let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+                let msg = chain.join(": ");
+                if msg.contains(&shown) {
+                    eprintln!("error: {msg}");
+                } else {
+                    eprintln!("error: {shown}: {msg}");
+                }
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} file(s) could not be transcribed", args.files.len());
+    }
+    Ok(())
 }

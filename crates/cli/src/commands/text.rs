@@ -37,7 +37,7 @@ pub fn finetune(mut job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
     suite_core::device::set_threads(job.train.threads);
     seed_torch(job.train.seed);
     // The run folder appears only once the job is known to be valid.
-    let mut prepared = prepare(&tcfg, &job.train, device, resume)?;
+    let mut prepared = prepare(&tcfg, &job.peft, &job.train, device, resume)?;
     let run = RunDir::create(&out, !resume)?;
     eprintln!("run folder: {}", run.root().display());
     if !resume {
@@ -67,31 +67,46 @@ fn write_job_notes(run: &RunDir, job: &TextJob, cfg: &TextConfig) -> Result<()> 
         notes.push_str(&format!("weight load: {r}\n"));
         eprintln!("weights from {}: {r}", job.files.dir.display());
     }
+    if let Some(p) = &job.peft {
+        notes.push_str(&format!("peft: {}\n", p.summary_line()));
+    }
     eprintln!("{} training and {} validation examples", job.sizes.0, job.sizes.1);
     suite_core::runs::atomic_write(&run.root().join("report.txt"), notes.as_bytes())
 }
 
 /// Reloads the best model into the job's task, evaluates it on the validation data and writes `eval/`.
 fn report(run: &RunDir, job: &mut TextJob, summary: &FitSummary) -> Result<()> {
-    let best = run.best_dir().join("model.safetensors");
+    let best = run.best_dir();
     let dir = run.root().join("eval");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let opts = suite_core::weights::LoadOptions::strict();
+    let base_sum = job.peft.as_ref().map(|p| p.base_checksum.clone());
+    // The best model goes back into the job's own (adapted) model, so evaluation sees exactly what was saved.
+    let reload = |vs: &mut tch::nn::VarStore| -> Result<()> {
+        match &base_sum {
+            Some(sum) => suite_text::task::load_text_adapter(vs, &best, None, sum),
+            None => suite_core::weights::load_safetensors(
+                vs,
+                &[best.join("model.safetensors")],
+                &suite_core::weights::LoadOptions::strict(),
+            )
+            .map(|_| ()),
+        }
+    };
     let metrics = match (&mut job.task, &job.data) {
         (TextTask::Sequence(t), TextData::Classify { val, .. }) => {
-            suite_core::weights::load_safetensors(&t.vs, std::slice::from_ref(&best), &opts)?;
+            reload(&mut t.vs)?;
             let m = evaluate(t, val)?;
             write_sequence_report(&dir, t, &m)?;
             m
         }
         (TextTask::Sequence(t), TextData::Ner { val, .. }) => {
-            suite_core::weights::load_safetensors(&t.vs, std::slice::from_ref(&best), &opts)?;
+            reload(&mut t.vs)?;
             let m = evaluate(t, val)?;
             write_sequence_report(&dir, t, &m)?;
             m
         }
         (TextTask::Span(t), TextData::Qa { val, .. }) => {
-            suite_core::weights::load_safetensors(&t.vs, std::slice::from_ref(&best), &opts)?;
+            reload(&mut t.vs)?;
             let m = evaluate(t, val)?;
             write_qa_report(&dir, t, &m)?;
             m
@@ -99,6 +114,11 @@ fn report(run: &RunDir, job: &mut TextJob, summary: &FitSummary) -> Result<()> {
         _ => bail!("internal error: task and data of different kinds"),
     };
     let mut rows = super::report::summary_rows(run, summary, &metrics);
+    if let Some(p) = &job.peft {
+        rows.push(("peft".into(), p.summary_line()));
+        let size = std::fs::metadata(best.join(suite_text::task::ADAPTER_FILE)).map(|m| m.len()).unwrap_or(0);
+        rows.push(("adapter file".into(), format!("{:.2} MB", size as f64 / 1e6)));
+    }
     rows.push(("report".into(), dir.display().to_string()));
     rows.push(("curves".into(), run.curves_path().display().to_string()));
     println!("{}", summary_table(&rows));

@@ -103,7 +103,7 @@ pub fn model_dir(run: &Path, which: &str) -> Result<PathBuf> {
         "final" => run.join("final"),
         _ => anyhow::bail!("--which {which:?}: expected best or final"),
     };
-    if !dir.join("model.safetensors").exists() {
+    if !dir.join("model.safetensors").exists() && !dir.join("adapter.safetensors").exists() {
         anyhow::bail!("{}: no saved model (has the run finished an evaluation?)", dir.display());
     }
     Ok(dir)

@@ -27,7 +27,7 @@ pub const TOKENIZER_FILES: &[&str] = &[
 ];
 
 /// The config.json of the export: the model's raw config with the task's architecture and labels.
-fn export_config(model: &TextModel, labels: &[String], multi_label: bool) -> Result<Value> {
+pub(crate) fn export_config(model: &TextModel, labels: &[String], multi_label: bool) -> Result<Value> {
     let mut config: Map<String, Value> = match &model.config.raw {
         Value::Object(m) => m.clone(),
         _ => Map::new(),

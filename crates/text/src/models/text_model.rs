@@ -193,6 +193,11 @@ impl TextModel {
     ) -> Result<()> {
         super::export::export(self, vs, dir, labels, multi_label, tokenizer_dir)
     }
+
+    /// The `config.json` an export writes: the raw config with the task's architecture and labels.
+    pub fn hub_config(&self, labels: &[String], multi_label: bool) -> Result<serde_json::Value> {
+        super::export::export_config(self, labels, multi_label)
+    }
 }
 
 impl VisitLayers for TextModel {

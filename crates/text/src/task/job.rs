@@ -4,11 +4,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use suite_core::data::{stratified_split, DataLoader, LoaderConfig};
 use suite_core::optim::GroupRule;
+use suite_core::peft::{read_adapter, PeftConfig, PeftReport};
 use suite_core::train::TrainConfig;
 use suite_core::weights::LoadReport;
 use tch::{nn::VarStore, Device};
 
 use super::config::{TextConfig, TextTaskKind};
+use super::peft::{apply_text_peft, load_text_adapter, AdapterMeta, AdapterSaver, ADAPTER_FILE, ADAPTER_META};
 use super::sequence::{HubSaver, NerEval, SequenceTask};
 use super::span::{QaEval, SpanSettings, SpanTask};
 use crate::data::{
@@ -59,8 +61,10 @@ pub struct TextJob {
     pub data: TextData,
     /// Learning-rate rules (encoder vs head).
     pub rules: Vec<GroupRule>,
-    /// How the pretrained weights loaded (None on resume).
+    /// How the pretrained weights loaded.
     pub load_report: Option<LoadReport>,
+    /// What PEFT set up (None without PEFT).
+    pub peft: Option<PeftReport>,
     /// Where model, config and tokenizer came from.
     pub files: TextModelFiles,
     /// Training / validation example counts.
@@ -80,7 +84,13 @@ pub fn default_metric(cfg: &TextConfig) -> &'static str {
 
 /// Reads data, builds and initialises the model and its loaders. `resume` skips the pretrained weights (the
 /// checkpoint has them).
-pub fn prepare(cfg: &TextConfig, train: &TrainConfig, device: Device, resume: bool) -> Result<TextJob> {
+pub fn prepare(
+    cfg: &TextConfig,
+    peft: &PeftConfig,
+    train: &TrainConfig,
+    device: Device,
+    resume: bool,
+) -> Result<TextJob> {
     cfg.validate()?;
     let files = resolve_text_model(&cfg.model)?;
     let tok = TextTokenizer::from_file(&files.tokenizer)?;
@@ -187,15 +197,28 @@ pub fn prepare(cfg: &TextConfig, train: &TrainConfig, device: Device, resume: bo
         }
     };
 
-    let load_report = if resume {
-        None
-    } else {
-        let model = match &task {
-            TextTask::Sequence(t) => &t.model,
-            TextTask::Span(t) => &t.model,
-        };
-        Some(model.load_pretrained(&mut vs, &files.weights).with_context(|| format!("loading {}", cfg.model))?)
+    // The base weights load on resume too: PEFT's checksum and DoRA's magnitudes come from them, and the
+    // checkpoint then overwrites everything that trained.
+    let _ = resume;
+    let mut task = task;
+    let model = match &mut task {
+        TextTask::Sequence(t) => &mut t.model,
+        TextTask::Span(t) => &mut t.model,
     };
+    let load_report =
+        Some(model.load_pretrained(&mut vs, &files.weights).with_context(|| format!("loading {}", cfg.model))?);
+    let peft_report = apply_text_peft(&mut vs, model, peft)?;
+    if let Some(r) = &peft_report {
+        let saver = AdapterSaver {
+            config: peft.clone(),
+            base_model: cfg.model.clone(),
+            base_checksum: r.base_checksum.clone(),
+        };
+        match &mut task {
+            TextTask::Sequence(t) => t.saver = Box::new(saver),
+            TextTask::Span(t) => t.saver = Box::new(saver),
+        }
+    }
     let prefix = match &task {
         TextTask::Sequence(t) => t.model.encoder_prefix(),
         TextTask::Span(t) => t.model.encoder_prefix(),
@@ -215,7 +238,7 @@ pub fn prepare(cfg: &TextConfig, train: &TrainConfig, device: Device, resume: bo
             TextTask::Span(t)
         }
     };
-    Ok(TextJob { task, data, rules, load_report, files, sizes, metric: default_metric(cfg).into() })
+    Ok(TextJob { task, data, rules, load_report, peft: peft_report, files, sizes, metric: default_metric(cfg).into() })
 }
 
 fn val_source(cfg: &TextConfig) -> String {
@@ -308,7 +331,8 @@ pub fn span_settings(cfg: &TextConfig) -> SpanSettings {
     }
 }
 
-/// A trained text model loaded back from a run's `best/` or `final/` folder (hub layout).
+/// A trained text model loaded back from a run's `best/` or `final/` folder: hub layout, or an adapter folder
+/// (base model + adapter, refused when the base model's weights are not the ones it was trained on).
 pub fn load_trained(
     dir: &Path,
     kind: TextTaskKind,
@@ -327,10 +351,25 @@ pub fn load_trained(
         TextTaskKind::Qa => Head::Span,
     };
     let mut vs = VarStore::new(device);
-    let model = TextModel::new(&vs.root(), &enc, head)?;
-    let weights: Vec<PathBuf> = vec![dir.join("model.safetensors")];
-    suite_core::weights::load_safetensors(&vs, &weights, &suite_core::weights::LoadOptions::strict())
-        .with_context(|| format!("loading {}", dir.display()))?;
+    let mut model = TextModel::new(&vs.root(), &enc, head)?;
+    if dir.join(ADAPTER_FILE).is_file() {
+        let meta_path = dir.join(ADAPTER_META);
+        let meta: AdapterMeta = serde_json::from_slice(
+            &std::fs::read(&meta_path).with_context(|| format!("cannot read {}", meta_path.display()))?,
+        )
+        .with_context(|| format!("{}: not an adapter description", meta_path.display()))?;
+        let base = resolve_text_model(&meta.base_model)
+            .with_context(|| format!("the base model of the adapter in {}", dir.display()))?;
+        model.load_pretrained(&mut vs, &base.weights)?;
+        let file = read_adapter(&dir.join(ADAPTER_FILE))?;
+        let report =
+            apply_text_peft(&mut vs, &mut model, &file.config)?.context("the adapter file names no PEFT method")?;
+        load_text_adapter(&mut vs, dir, Some(&file.config), &report.base_checksum)?;
+    } else {
+        let weights: Vec<PathBuf> = vec![dir.join("model.safetensors")];
+        suite_core::weights::load_safetensors(&vs, &weights, &suite_core::weights::LoadOptions::strict())
+            .with_context(|| format!("loading {}", dir.display()))?;
+    }
     vs.freeze();
     Ok((vs, model, labels, multi_label))
 }

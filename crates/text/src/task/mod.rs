@@ -1,6 +1,7 @@
 //! Text tasks: classification, NER and extractive QA as trainable models for the core trainer.
 mod config;
 mod job;
+mod peft;
 mod sequence;
 mod span;
 
@@ -8,6 +9,9 @@ pub use config::{Columns, SubwordMode, TextConfig, TextTaskKind};
 pub use job::{
     classify_splits, default_metric, gold_answers, id2label, load_trained, ner_labels, ner_splits, prepare, qa_splits,
     seqeval_scheme, span_settings, TextData, TextJob, TextTask,
+};
+pub use peft::{
+    apply_text_peft, load_text_adapter, text_targets, AdapterMeta, AdapterSaver, ADAPTER_FILE, ADAPTER_META,
 };
 pub use sequence::{HubSaver, ModelSaver, NerEval, SequenceReport, SequenceTask};
 pub use span::{QaEval, SpanSettings, SpanTask};
