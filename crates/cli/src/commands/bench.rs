@@ -513,7 +513,7 @@ fn head_only_suite(data: &Path, run: &Path, epochs: usize, device: Device, train
     };
     train.schedule.kind = ScheduleKind::Constant;
     let start = Instant::now();
-    let job = prepare(&vision, &train, device, false)?;
+    let job = prepare(&vision, &suite_core::peft::PeftConfig::None, &train, device, false)?;
     let JobData::Features { train: train_data, val } = job.data else {
         bail!("head-only tuning without augmentation should use the feature cache");
     };

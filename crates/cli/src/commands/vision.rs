@@ -22,7 +22,7 @@ pub fn finetune(job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
     suite_core::device::set_threads(job.train.threads);
     seed_torch(job.train.seed);
     // The run folder appears only once the job is known to be valid.
-    let mut prepared = prepare(&vcfg, &job.train, device, resume)?;
+    let mut prepared = prepare(&vcfg, &job.peft, &job.train, device, resume)?;
     let run = RunDir::create(&out, !resume)?;
     eprintln!("run folder: {}", run.root().display());
     if !resume {

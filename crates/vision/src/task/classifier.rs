@@ -46,6 +46,8 @@ pub struct ClassifierTask {
     pub preprocess: Preprocess,
     /// Full report (per class, confusion matrix) of the last evaluation.
     pub last_report: Option<ClassificationReport>,
+    /// PEFT method and base weights, when the job adapts the backbone (the saved model is then the adapter).
+    pub peft: Option<super::peft::VisionPeft>,
 }
 
 impl ClassifierTask {
@@ -151,6 +153,10 @@ impl TrainModel for ClassifierTask {
     }
 
     fn save_model(&self, dir: &Path) -> Result<()> {
-        super::export::save_timm_layout(self, dir).with_context(|| format!("writing {}", dir.display()))
+        match &self.peft {
+            None => super::export::save_timm_layout(self, dir),
+            Some(p) => super::export::save_adapter_layout(self, p, dir),
+        }
+        .with_context(|| format!("writing {}", dir.display()))
     }
 }

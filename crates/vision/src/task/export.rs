@@ -6,6 +6,7 @@ use suite_core::weights::{load_safetensors, save_hub_layout, varstore_tensors, L
 use tch::{nn::VarStore, Device};
 
 use super::classifier::{ClassifierTask, Inputs};
+use super::peft::{apply_vision_peft, load_vision_adapter, VisionPeft, ADAPTER_FILE};
 use crate::data::ClassList;
 use crate::models::{lookup, Interpolation};
 
@@ -13,9 +14,27 @@ use crate::models::{lookup, Interpolation};
 /// `torchvision.models.resnet50(num_classes=N).load_state_dict`) and a `config.json` holding `architecture`,
 /// `num_classes`, `label_names` and the `pretrained_cfg` preprocessing, plus suite's own `model` key.
 pub fn save_timm_layout(task: &ClassifierTask, dir: &Path) -> Result<()> {
+    save_hub_layout(dir, &timm_config(task, None), &varstore_tensors(&task.vs, |_| true))
+}
+
+/// Writes a PEFT job's model: `adapter.safetensors` (adapter + head, with the base weights' checksum) and the
+/// timm `config.json`, which also names the base weights the adapter needs.
+pub fn save_adapter_layout(task: &ClassifierTask, peft: &VisionPeft, dir: &Path) -> Result<()> {
+    suite_core::peft::save_adapter(
+        &dir.join(ADAPTER_FILE),
+        &task.vs,
+        &peft.config,
+        &peft.base_weights,
+        &peft.base_checksum,
+    )?;
+    let config = timm_config(task, Some(peft));
+    suite_core::runs::atomic_write(&dir.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())
+}
+
+fn timm_config(task: &ClassifierTask, peft: Option<&VisionPeft>) -> serde_json::Value {
     let spec = task.spec;
     let p = &task.preprocess;
-    let config = json!({
+    json!({
         "architecture": spec.arch,
         "num_classes": task.classes.len(),
         "num_features": task.model.num_features(),
@@ -29,9 +48,11 @@ pub fn save_timm_layout(task: &ClassifierTask, dir: &Path) -> Result<()> {
             "std": p.std,
             "classifier": task.model.head_prefix(),
         },
-        "suite": { "model": spec.name(), "format": "timm" },
-    });
-    save_hub_layout(dir, &config, &varstore_tensors(&task.vs, |_| true))
+        "suite": match peft {
+            None => json!({ "model": spec.name(), "format": "timm" }),
+            Some(p) => json!({ "model": spec.name(), "format": "adapter", "base_weights": p.base_weights }),
+        },
+    })
 }
 
 /// Loads a model saved by [`save_timm_layout`] (a run's `best/` or `final/`, or an export) for evaluation or
@@ -60,9 +81,26 @@ pub fn load_timm_layout(dir: &Path, device: Device) -> Result<ClassifierTask> {
     if let Some(c) = pc["crop_pct"].as_f64() {
         preprocess.crop_pct = c;
     }
-    let vs = VarStore::new(device);
-    let model = spec.build(&vs.root(), classes.len() as i64)?;
-    load_safetensors(&vs, &[dir.join("model.safetensors")], &LoadOptions::strict())?;
+    let mut vs = VarStore::new(device);
+    let mut model = spec.build(&vs.root(), classes.len() as i64)?;
+    let mut peft = None;
+    if dir.join(ADAPTER_FILE).is_file() {
+        // The base weights, the method and the adapter: refused if the base is not the one trained on.
+        let base = config["suite"]["base_weights"].as_str().map(String::from);
+        let weights = base.as_deref().filter(|b| Path::new(b).exists() || b.contains('/'));
+        super::job::load_pretrained(&vs, spec, weights, model.head_prefix())
+            .with_context(|| format!("{}: the adapter's base weights", dir.display()))?;
+        let file = suite_core::peft::read_adapter(&dir.join(ADAPTER_FILE))?;
+        let report = apply_vision_peft(&mut vs, spec, model.as_mut(), &file.config)?;
+        load_vision_adapter(&mut vs, dir, &report.base_checksum)?;
+        peft = Some(VisionPeft {
+            config: file.config,
+            base_weights: base.unwrap_or_default(),
+            base_checksum: report.base_checksum,
+        });
+    } else {
+        load_safetensors(&vs, &[dir.join("model.safetensors")], &LoadOptions::strict())?;
+    }
     Ok(ClassifierTask {
         vs,
         model,
@@ -74,5 +112,6 @@ pub fn load_timm_layout(dir: &Path, device: Device) -> Result<ClassifierTask> {
         inputs: Inputs::Pixels,
         preprocess,
         last_report: None,
+        peft,
     })
 }

@@ -11,12 +11,14 @@ use tch::{nn::VarStore, Device};
 use super::classifier::{ClassifierTask, Inputs};
 use super::config::{Augment, Init, Tune, VisionConfig};
 use super::features::FeatureDataset;
+use super::peft::{apply_vision_peft, VisionPeft};
 use super::tune::apply_tune;
 use crate::data::{
     check_decodable_sets, load_image_folder, load_manifest, scan_class_folders, stratified_split, BadFile, ClassList,
     ImageDataset, Interpolation as DataInterp, Transform, TransformConfig,
 };
 use crate::models::{lookup, ImageClassifier, Interpolation, ModelSpec, Preprocess, WeightsSource};
+use suite_core::peft::PeftConfig;
 
 /// Training and validation loaders, over images or over cached features.
 pub enum JobData {
@@ -84,7 +86,13 @@ fn is_manifest(p: &Path) -> bool {
 
 /// Loads data, builds and initialises the model, applies the tuning strategy and, for head-only tuning without
 /// augmentation, caches the backbone features. `resume` skips the pretrained weights (the checkpoint has them).
-pub fn prepare(cfg: &VisionConfig, train: &TrainConfig, device: Device, resume: bool) -> Result<VisionJob> {
+pub fn prepare(
+    cfg: &VisionConfig,
+    peft: &PeftConfig,
+    train: &TrainConfig,
+    device: Device,
+    resume: bool,
+) -> Result<VisionJob> {
     cfg.validate()?;
     let spec = lookup(&cfg.model)?;
     let data = cfg.data.as_ref().expect("validated");
@@ -97,9 +105,14 @@ pub fn prepare(cfg: &VisionConfig, train: &TrainConfig, device: Device, resume: 
         bail!("{}: after skipping unreadable images, no training or no validation image is left", data.display());
     }
 
-    let vs = VarStore::new(device);
+    let mut vs = VarStore::new(device);
     let mut model = spec.build(&vs.root(), classes.len() as i64)?;
-    let (load_report, weights_from) = match (cfg.init, resume) {
+    let with_peft = !matches!(peft, PeftConfig::None);
+    if with_peft && cfg.init == Init::Random {
+        bail!("--peft adapts pretrained weights: it cannot be combined with --init random");
+    }
+    // PEFT needs its base weights on resume too (the checksum and DoRA's magnitudes come from them).
+    let (load_report, weights_from) = match (cfg.init, resume && !with_peft) {
         (_, true) => (None, "checkpoint".to_string()),
         (Init::Random, false) => (None, "random initialisation".to_string()),
         (Init::Pretrained, false) => {
@@ -107,7 +120,15 @@ pub fn prepare(cfg: &VisionConfig, train: &TrainConfig, device: Device, resume: 
             (Some(report), from)
         }
     };
-    let rules = apply_tune(&vs, model.as_mut(), cfg.tune, cfg.backbone_lr_mult)?;
+    let (rules, peft_state) = if with_peft {
+        // The backbone is frozen (batch norms included) and the method decides what else trains.
+        let rules = apply_tune(&vs, model.as_mut(), Tune::Head, cfg.backbone_lr_mult)?;
+        let report = apply_vision_peft(&mut vs, spec, model.as_mut(), peft)?;
+        let base_weights = cfg.weights.clone().unwrap_or_else(|| weights_from.clone());
+        (rules, Some(VisionPeft { config: peft.clone(), base_weights, base_checksum: report.base_checksum }))
+    } else {
+        (apply_tune(&vs, model.as_mut(), cfg.tune, cfg.backbone_lr_mult)?, None)
+    };
 
     let mut preprocess = spec.preprocess;
     if let Some(size) = cfg.input_size {
@@ -122,7 +143,8 @@ pub fn prepare(cfg: &VisionConfig, train: &TrainConfig, device: Device, resume: 
     let train_ds = Arc::new(ImageDataset::new(train_s, train_tf));
     let val_ds = Arc::new(ImageDataset::new(val_s.clone(), eval_tf));
     let mut inputs = Inputs::Pixels;
-    let cache = if cfg.uses_feature_cache() {
+    // Adapters inside the backbone change its features every step: nothing to cache.
+    let cache = if cfg.uses_feature_cache() && peft_state.is_none() {
         cache_plan(cfg, model.as_ref(), &preprocess, train_ds.samples().len() + val_ds.samples().len(), device)
     } else {
         None
@@ -156,6 +178,7 @@ pub fn prepare(cfg: &VisionConfig, train: &TrainConfig, device: Device, resume: 
         inputs,
         preprocess,
         last_report: None,
+        peft: peft_state,
     };
     Ok(VisionJob { task, data, rules, skipped, load_report, val_samples: val_s, weights_from })
 }
