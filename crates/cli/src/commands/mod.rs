@@ -13,7 +13,7 @@ mod vision;
 
 use anyhow::Result;
 
-use crate::args::{Cli, Command, Domain};
+use crate::args::{Cli, Command};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -26,9 +26,4 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Transcribe(a) => speech::transcribe(a),
     }
-}
-
-/// The error for domains whose issue has not landed yet.
-pub fn not_yet(domain: Domain) -> anyhow::Error {
-    anyhow::anyhow!("the {domain:?} domain is not available in this version of suite yet; see README")
 }
