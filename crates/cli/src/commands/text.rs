@@ -12,8 +12,8 @@ use suite_core::metrics::Metrics;
 use suite_core::runs::{plot_confusion, summary_table, RunDir};
 use suite_core::train::{FitSummary, TrainModel, Trainer};
 use suite_text::data::{
-    read_classify, read_ner, read_squad, ClassifyColumns, ClassifyDataset, ClassifyExample, LabelSet, NerDataset,
-    NerSentence, QaAnswer, QaDataset, QaExample, SubwordLabels, TextTokenizer,
+    read_classify_checked, read_ner_checked, read_squad, ClassifyColumns, ClassifyDataset, ClassifyExample, LabelSet,
+    NerDataset, NerSentence, QaAnswer, QaDataset, QaExample, SubwordLabels, TextTokenizer,
 };
 use suite_text::metrics::{entities, Mode, Scheme};
 use suite_text::task::{
@@ -198,21 +198,21 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let lc = loader_config(args.batch_size);
     let metrics = match cfg.task {
         TextTaskKind::Classify => {
+            let labels = LabelSet::from_names(labels);
             let examples = match &args.data {
-                Some(d) => read_classify(d, &columns(&cfg), true)?,
+                Some(d) => read_classify_checked(d, &columns(&cfg), &labels)?,
                 None => classify_splits(&cfg, job.train.seed)?.1,
             };
-            let labels = LabelSet::from_names(labels);
             let ds = Arc::new(ClassifyDataset::new(&examples, &tok, Some(&labels), cfg.max_len, multi_label)?);
             let mut task = sequence_task(vs, model, TextTaskKind::Classify, labels, multi_label, &dir, None);
             evaluate(&mut task, &DataLoader::sequential(ds, lc))?
         }
         TextTaskKind::Ner => {
+            let labels = LabelSet::from_names(labels);
             let sents = match &args.data {
-                Some(d) => read_ner(d)?,
+                Some(d) => read_ner_checked(d, &labels)?,
                 None => ner_splits(&cfg, job.train.seed)?.1,
             };
-            let labels = LabelSet::from_names(labels);
             let ds = Arc::new(NerDataset::new(&sents, &tok, Some(&labels), cfg.max_len, cfg.subword_labels.into())?);
             let ev = NerEval { dataset: ds.clone(), tags: sents.iter().map(|s| s.tags.clone()).collect() };
             let mut task = sequence_task(vs, model, TextTaskKind::Ner, labels, false, &dir, Some(ev));

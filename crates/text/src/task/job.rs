@@ -14,8 +14,9 @@ use super::peft::{apply_text_peft, load_text_adapter, AdapterMeta, AdapterSaver,
 use super::sequence::{HubSaver, NerEval, SequenceTask};
 use super::span::{QaEval, SpanSettings, SpanTask};
 use crate::data::{
-    detect_scheme, read_classify, read_ner, read_squad, ClassifyColumns, ClassifyDataset, ClassifyExample, LabelSet,
-    NerDataset, NerSentence, QaDataset, QaExample, TagScheme, TextTokenizer,
+    detect_scheme, read_classify, read_classify_checked, read_ner, read_ner_checked, read_squad, ClassifyColumns,
+    ClassifyDataset, ClassifyExample, LabelSet, NerDataset, NerSentence, QaDataset, QaExample, TagScheme,
+    TextTokenizer,
 };
 use crate::metrics::{Mode, Scheme};
 use crate::models::{resolve_text_model, EncoderConfig, Head, TextModel, TextModelFiles};
@@ -117,6 +118,10 @@ pub fn prepare(
                     labels.names
                 );
             }
+            if let Some(v) = &cfg.val_data {
+                // The dataset knows examples by index only: this names the file and line of an unseen label.
+                read_classify_checked(v, &columns(cfg), &labels)?;
+            }
             let train_ds = Arc::new(ClassifyDataset::new(&tr, &tok, Some(&labels), cfg.max_len, cfg.multi_label)?);
             let val_ds = Arc::new(
                 ClassifyDataset::new(&va, &tok, Some(&labels), cfg.max_len, cfg.multi_label)
@@ -145,6 +150,10 @@ pub fn prepare(
         TextTaskKind::Ner => {
             let (tr, va) = ner_splits(cfg, train.seed)?;
             let labels = ner_labels(&tr);
+            if let Some(v) = &cfg.val_data {
+                // The dataset knows sentences by index only: this names the file and line of an unseen tag.
+                read_ner_checked(v, &labels)?;
+            }
             let scheme = detect_scheme(&tr).with_context(|| format!("{}", data_path.display()))?;
             let mode = if cfg.strict { Mode::Strict } else { Mode::Default };
             let train_ds = Arc::new(NerDataset::new(&tr, &tok, Some(&labels), cfg.max_len, cfg.subword_labels.into())?);
