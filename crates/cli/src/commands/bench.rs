@@ -10,6 +10,9 @@
 //!   every epoch; `--iters` epochs.
 //! - `minilm-step`: full fine-tuning steps of all-MiniLM-L6-v2 with a 2-label classification head (batch 16 of 128
 //!   random tokens, dropout on, AdamW) against transformers' BertForSequenceClassification.
+//! - `whisper-step`: full fine-tuning steps of whisper-base (batch 2 of LibriVox log-mels with their transcripts,
+//!   AdamW fused) against transformers' WhisperForConditionalGeneration on the same exported weights, plus the
+//!   real-time factor of greedy transcription on both sides; 3 timed steps by default.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -30,9 +33,10 @@ use crate::args::BenchArgs;
 const RESNET50_STEP_PY: &str = include_str!("../../bench/resnet50_step.py");
 const HEAD_ONLY_PY: &str = include_str!("../../bench/head_only.py");
 const MINILM_STEP_PY: &str = include_str!("../../bench/minilm_step.py");
+const WHISPER_STEP_PY: &str = include_str!("../../bench/whisper_step.py");
 
 /// The benchmarks `suite bench` runs.
-const BENCHMARKS: &[&str] = &["resnet50-step", "head-only", "minilm-step"];
+const BENCHMARKS: &[&str] = &["resnet50-step", "head-only", "minilm-step", "whisper-step"];
 
 const RESNET_BATCH: i64 = 8;
 const RESNET_CLASSES: i64 = 10;
@@ -93,14 +97,16 @@ struct Report {
 
 /// Runs `suite bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.iters == 0 {
+    let iters = args.iters.unwrap_or(if args.name == "whisper-step" { 3 } else { 10 });
+    if iters == 0 {
         bail!("--iters must be at least 1");
     }
     let device = Device::cuda_if_available();
     let report = match args.name.as_str() {
-        "resnet50-step" => resnet50_step(args.iters, device)?,
-        "head-only" => head_only(args.iters, device)?,
-        "minilm-step" => minilm_step(args.iters, device)?,
+        "resnet50-step" => resnet50_step(iters, device)?,
+        "head-only" => head_only(iters, device)?,
+        "minilm-step" => minilm_step(iters, device)?,
+        "whisper-step" => whisper_step(iters, device)?,
         other => bail!("unknown benchmark {other:?}; known: {}", BENCHMARKS.join(", ")),
     };
     print_table(&report);
@@ -359,6 +365,96 @@ fn minilm_step_suite(files: &suite_text::models::TextModelFiles, iters: usize, d
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// whisper-step
+
+const WHISPER_LR: f64 = 1e-5;
+
+fn whisper_step(iters: usize, device: Device) -> Result<Report> {
+    use suite_speech::task::SpeechBatch;
+    let tmp = TempDir::new()?;
+    let (batch, wavs) = super::speech::bench_batch()?;
+    let n = batch.index.len();
+    let hub = tmp.0.join("hub");
+    eprintln!("suite: greedy transcription of {} LibriVox files, then {RESNET_WARMUP} warm-up + {iters} whisper-base training steps…", wavs.len());
+    let rtf = super::speech::bench_rtf(&wavs, &hub, device)?;
+    let batch_file = tmp.0.join("batch.safetensors");
+    Tensor::write_safetensors(
+        &[("mel", &batch.mel), ("tokens", &batch.tokens), ("labels", &batch.labels)],
+        &batch_file,
+    )?;
+    let mut suite = {
+        let files = suite_speech::models::resolve_whisper("whisper-base")?;
+        let mut vs = VarStore::new(device);
+        let model = suite_speech::models::load_whisper(&mut vs, &files)?;
+        let mut optimizer = OptimizerConfig::default().build(param_groups(&vs, &[], 0.0));
+        let SpeechBatch { mel, tokens, labels, .. } = &batch;
+        let (mel, tokens, labels) = (mel.to_device(device), tokens.to_device(device), labels.to_device(device));
+        let mut forward = || {
+            let logits = model.decode(&tokens, &model.encode(&mel, true), true);
+            let v = logits.size()[2];
+            logits.reshape([-1, v]).cross_entropy_loss::<Tensor>(
+                &labels.reshape([-1]),
+                None,
+                Reduction::Mean,
+                -100,
+                0.0,
+            )
+        };
+        time_training(iters, RESNET_WARMUP, n, device, &mut forward, optimizer.as_mut(), WHISPER_LR)
+    };
+    suite.extra["rtf"] = rtf.into();
+    suite.extra["optimizer_impl"] = "suite_core::optim::AdamW (libtorch fused kernel)".into();
+    eprintln!("PyTorch eager (transformers): the same…");
+    let mut py_args = thread_args(device);
+    let wav_list = wavs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
+    for (k, v) in [
+        ("--model", hub.display().to_string()),
+        ("--batch-file", batch_file.display().to_string()),
+        ("--wavs", wav_list),
+        ("--warmup", RESNET_WARMUP.to_string()),
+        ("--iters", iters.to_string()),
+        ("--lr", WHISPER_LR.to_string()),
+    ] {
+        py_args.extend([k.to_string(), v]);
+    }
+    let v = run_reference("whisper-step", WHISPER_STEP_PY, &py_args)?;
+    let pytorch = Side {
+        seconds: field(&v, "seconds")?,
+        images_per_sec: field(&v, "images_per_sec")?,
+        median_images_per_sec: Some(n as f64 / field(&v, "median_step_s")?),
+        phase_ms: v.get("phase_ms").and_then(|p| serde_json::from_value(p.clone()).ok()),
+        extra: serde_json::json!({
+            "loss": v.get("loss"),
+            "rtf": v.get("rtf"),
+            "optimizer_impl": v.get("optimizer_impl"),
+            "attention": v.get("attention"),
+            "torch": v.get("torch"),
+        }),
+    };
+    Ok(Report {
+        benchmark: "whisper-step".into(),
+        description: format!(
+            "whisper-base full fine-tuning step: batch {n} of 30-s log-mels of LibriVox speech (pocketsphinx test \
+             data) with their transcripts as labels (prompt masked), train mode, teacher-forced cross-entropy, \
+             backward, AdamW (lr {WHISPER_LR}, fused kernel on both sides), zero_grad; PyTorch side is \
+             transformers' WhisperForConditionalGeneration on the same weights; {RESNET_WARMUP} warm-up steps, then \
+             {iters} timed. Also the real-time factor of greedy English transcription of {} LibriVox files \
+             (seconds of compute per second of audio, features included; lower is faster)",
+            wavs.len()
+        ),
+        device: device_name(device),
+        threads: tch::get_num_threads(),
+        interop_threads: tch::get_num_interop_threads(),
+        iters,
+        ratio: suite.median_images_per_sec.unwrap_or(f64::NAN) / pytorch.median_images_per_sec.unwrap_or(f64::NAN),
+        ratio_of_means: Some(suite.images_per_sec / pytorch.images_per_sec),
+        suite,
+        pytorch,
+        aim: 1.1,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // head-only
 
 /// A temporary folder removed on drop.
@@ -560,6 +656,10 @@ fn print_table(r: &Report) {
     let acc = |s: &Side| s.extra.get("val_accuracy").and_then(Value::as_f64);
     if let (Some(a), Some(b)) = (acc(&r.suite), acc(&r.pytorch)) {
         row("val accuracy", a, b);
+    }
+    let rtf = |s: &Side| s.extra.get("rtf").and_then(Value::as_f64);
+    if let (Some(a), Some(b)) = (rtf(&r.suite), rtf(&r.pytorch)) {
+        println!("{:<22}{a:>14.3}{b:>16.3}", "real-time factor");
     }
     println!();
     let verdict = if r.ratio >= r.aim { "meets" } else { "below" };

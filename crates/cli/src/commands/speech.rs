@@ -250,3 +250,70 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// The LibriVox utterances of pocketsphinx's test data (16 kHz mono WAV) with their transcripts, in file order.
+fn librivox_clips() -> Result<Vec<(PathBuf, String)>> {
+    let cache = std::env::var_os("SUITE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/suite"));
+    let dir = cache.join("assets/pocketsphinx-testdata/usr/share/pocketsphinx/test/data/librivox");
+    let listing = dir.join("transcription");
+    let text = std::fs::read_to_string(&listing)
+        .with_context(|| format!("{}: LibriVox test data not found (run scripts/setup.sh)", listing.display()))?;
+    // Lines are `<s> words </s> (file-id)`.
+    let mut clips = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let (words, id) = line
+            .rsplit_once('(')
+            .with_context(|| format!("{}: line {}: expected `<s> words </s> (id)`", listing.display(), i + 1))?;
+        let words = words.replace("<s>", "").replace("</s>", "");
+        clips.push((dir.join(format!("{}.wav", id.trim().trim_end_matches(')'))), words.trim().to_string()));
+    }
+    Ok(clips)
+}
+
+/// `suite bench whisper-step`: a batch of the first two LibriVox utterances (log-mels, transcripts as labels), and
+/// the paths of all five.
+pub(super) fn bench_batch() -> Result<(suite_speech::task::SpeechBatch, Vec<PathBuf>)> {
+    let clips = librivox_clips()?;
+    let files = suite_speech::models::resolve_whisper("whisper-base")?;
+    let tok = suite_speech::tokenizer::WhisperTokenizer::from_file(&files.tokenizer)?;
+    let examples: Vec<suite_speech::data::SpeechExample> = clips
+        .iter()
+        .take(2)
+        .map(|(audio, text)| suite_speech::data::SpeechExample {
+            audio: audio.clone(),
+            text: text.clone(),
+            language: Some("en".into()),
+        })
+        .collect();
+    let cfg = SpeechConfig::default();
+    let labelled = labelled_clips(&examples, Path::new("librivox/transcription"), &tok, &cfg)?;
+    let c = &files.config;
+    let ds = Arc::new(SpeechDataset::new(labelled, c.num_mel_bins, c.pad_token_id, SpeechTaskKind::Transcribe));
+    let loader = DataLoader::sequential(ds, LoaderConfig { batch_size: 2, workers: 0, ..LoaderConfig::default() });
+    let batch = loader.iter_epoch(0, 0).next().context("no batch")??;
+    Ok((batch, clips.into_iter().map(|(p, _)| p).collect()))
+}
+
+/// `suite bench whisper-step`: exports whisper-base in hub layout to `hub` (the PyTorch side loads it) and returns
+/// suite's real-time factor of greedy English transcription of `wavs` (features and decoding, not file reading).
+pub(super) fn bench_rtf(wavs: &[PathBuf], hub: &Path, device: tch::Device) -> Result<f64> {
+    let loaded = load_for_inference("whisper-base", device)?;
+    suite_speech::models::save_whisper_hub(&loaded.model, &loaded.vs, hub, &loaded.tokenizer_path)?;
+    let mel = LogMel::new(MelConfig::whisper(loaded.model.config.num_mel_bins));
+    let opts = DecodeOptions { language: Some("en".into()), ..DecodeOptions::default() };
+    let (mut audio_s, mut compute_s) = (0.0, 0.0);
+    for wav in wavs {
+        let samples = load_audio(wav)?;
+        audio_s += samples.len() as f64 / 16_000.0;
+        let t0 = std::time::Instant::now();
+        let t = tch::no_grad(|| transcribe_long(&loaded.model, &loaded.tokenizer, &samples, &mel, &opts))?;
+        if let tch::Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+        compute_s += t0.elapsed().as_secs_f64();
+        eprintln!("  {}: {}", wav.file_name().unwrap_or_default().to_string_lossy(), t.text);
+    }
+    Ok(compute_s / audio_s)
+}
