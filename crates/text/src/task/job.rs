@@ -149,7 +149,12 @@ pub fn prepare(
         }
         TextTaskKind::Ner => {
             let (tr, va) = ner_splits(cfg, train.seed)?;
-            let labels = ner_labels(&tr);
+            // A held-out split comes from the same file, so its tags belong to the tag set even when none of a
+            // rare tag's sentences fell into the training part.
+            let labels = match cfg.val_data {
+                Some(_) => ner_labels(&tr),
+                None => LabelSet::collect(tr.iter().chain(&va).flat_map(|s| s.tags.iter().map(String::as_str))),
+            };
             if let Some(v) = &cfg.val_data {
                 // The dataset knows sentences by index only: this names the file and line of an unseen tag.
                 read_ner_checked(v, &labels)?;
