@@ -635,6 +635,27 @@ fn ner_run_evaluates_f1_and_predicts_entities() {
     eprintln!("NER: f1 {f1}; predicted {}", v["entities"]);
 }
 
+/// A tag whose only sentence falls into the held-out split is still in the tag set: the split comes from the same
+/// file, and the held-out sentences are scored against it.
+#[test]
+fn ner_tag_only_in_the_held_out_split_is_known() {
+    let dir = tmp();
+    let data = dir.path().join("train.conll");
+    write_conll(&data, 8, 0);
+    // One ORG sentence, which the seeded 40 % split holds out.
+    let mut text = std::fs::read_to_string(&data).unwrap();
+    text.push_str("Acme B-ORG\nsells O\nbread O\n");
+    std::fs::write(&data, text).unwrap();
+    let run = dir.path().join("run");
+    let out = finetune(dir.path(), "--task ner --max-steps 1 --val-split 0.4", &["--data", s(&data), "--out", s(&run)]);
+    out.assert_ok();
+    let config = read_json(&run.join("best/config.json"));
+    let tags: Vec<&str> = config["id2label"].as_object().unwrap().values().map(|v| v.as_str().unwrap()).collect();
+    assert!(tags.contains(&"B-ORG"), "{config}");
+    let held_out = std::fs::read_to_string(run.join("eval/predictions.jsonl")).unwrap();
+    assert!(held_out.contains("B-ORG"), "the ORG sentence was not held out, so this test checks nothing:\n{held_out}");
+}
+
 #[test]
 fn qa_run_evaluates_exact_and_f1_and_answers_from_the_context() {
     let dir = tmp();
