@@ -146,7 +146,12 @@ impl TextConfig {
         }
         if self.task == TextTaskKind::Qa {
             if self.doc_stride == 0 || self.doc_stride >= self.max_len {
-                bail!("text.doc_stride = {}: expected 1 ..< max_len ({})", self.doc_stride, self.max_len);
+                // The default stride (128) suits the default windows; a user who shortens them meets this first.
+                bail!(
+                    "text.doc_stride = {}: expected 1 ..< max_len ({}); pass --doc-stride N below --max-len",
+                    self.doc_stride,
+                    self.max_len
+                );
             }
             if self.max_answer_len == 0 || self.n_best == 0 {
                 bail!("text.max_answer_len and text.n_best must be at least 1");
