@@ -758,6 +758,9 @@ fn bad_text_inputs_are_named_by_file_and_line_or_field() {
     std::fs::write(&nolabel, "text,category\nthe goal,sport\nthe soup,food\n").unwrap();
     with("", &nolabel, Some(&val)).assert_error(&["nolabel.csv", "line 1", "label"]);
 
+    // QA windows shorter than the default stride (128 tokens): the error says which flag to pass.
+    with("--task qa", &squad, None).assert_error(&["doc_stride", "128", "max_len (32)", "--doc-stride"]);
+
     // An unknown task.
     with("--task bogus", &train, Some(&val)).assert_error(&["bogus", "classify", "ner", "qa"]);
 }
