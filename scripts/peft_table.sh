@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures every PEFT method on the offline text classification task (fortunes4, all-MiniLM-L6-v2): held-out test
 # accuracy, trainable fraction, saved model size, peak memory (max RSS of the whole process) and time per epoch.
-# Usage: scripts/peft_table.sh OUT_DIR [EPOCHS]   (needs `suite data fortunes4 --out OUT_DIR/data` or does it)
+# Usage: [MAX_LEN=64] scripts/peft_table.sh OUT_DIR [EPOCHS]   (prepares OUT_DIR/data with `suite data fortunes4`)
 set -euo pipefail
 out=${1:?usage: peft_table.sh OUT_DIR [EPOCHS]}
 epochs=${2:-6}
@@ -14,7 +14,7 @@ for spec in "none:1e-4" "lora:1e-3" "dora:1e-3" "ia3:3e-3" "prefix:1e-2" "ptunin
   method=${spec%%:*}; lr=${spec##*:}
   run="$out/run-$method"; rm -rf "$run"
   /usr/bin/time -v -o "$out/time-$method.txt" "$suite" finetune text --config tasks/fortunes4_minilm.toml \
-    --data "$out/data/train.csv" --out "$run" --peft "$method" --lr "$lr" --epochs "$epochs" > "$out/log-$method.txt" 2>&1
+    --data "$out/data/train.csv" --out "$run" --peft "$method" --lr "$lr" --epochs "$epochs" --max-len "${MAX_LEN:-64}" > "$out/log-$method.txt" 2>&1
   acc=$("$suite" eval --run "$run" --data "$out/data/test.csv" | awk '$1=="accuracy"{print $2}')
   trainable=$(grep -m1 '^trainable params' "$out/log-$method.txt" | sed 's/.*(\(.*\) %).*/\1/')
   saved=$(du -sb "$run/best" | awk '{printf "%.2f", $1/1e6}')
