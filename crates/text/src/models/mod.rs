@@ -21,8 +21,6 @@ mod text_model;
 mod config_tests;
 #[cfg(test)]
 mod parity_tests;
-#[cfg(test)]
-mod speed_tests;
 
 pub use bert::BertModel;
 pub use config::{Activation, EncoderConfig, ModelType, SUPPORTED_MODEL_TYPES};
