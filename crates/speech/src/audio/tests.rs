@@ -10,16 +10,8 @@ use tch::Tensor;
 
 use super::*;
 
-/// `$SUITE_CACHE/assets`, where `scripts/fetch_assets.sh` unpacks the offline assets.
-fn assets_dir() -> PathBuf {
-    let cache = std::env::var_os("SUITE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache/suite"));
-    cache.join("assets")
-}
-
 fn librivox_dir() -> Result<PathBuf> {
-    let dir = assets_dir().join("pocketsphinx-testdata/usr/share/pocketsphinx/test/data/librivox");
+    let dir = suite_core::cache::assets_dir().join("pocketsphinx-testdata/usr/share/pocketsphinx/test/data/librivox");
     ensure!(dir.is_dir(), "{} missing: run scripts/fetch_assets.sh speech", dir.display());
     Ok(dir)
 }

@@ -22,10 +22,7 @@ fn asset() -> (Vec<PathBuf>, PathBuf) {
 }
 
 pub(crate) fn librivox_dir() -> PathBuf {
-    let cache = std::env::var_os("SUITE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/suite"));
-    cache.join("assets/pocketsphinx-testdata/usr/share/pocketsphinx/test/data/librivox")
+    suite_core::cache::asset("pocketsphinx-testdata/usr/share/pocketsphinx/test/data/librivox")
 }
 
 fn read(path: &Path, name: &str) -> Result<Tensor> {

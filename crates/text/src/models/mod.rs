@@ -25,7 +25,7 @@ mod parity_tests;
 pub use bert::BertModel;
 pub use config::{Activation, EncoderConfig, ModelType, SUPPORTED_MODEL_TYPES};
 pub use distilbert::DistilBertModel;
-pub use export::TOKENIZER_FILES;
+pub use export::{copy_tokenizer_files, TOKENIZER_FILES};
 pub use heads::Head;
 pub use registry::{known_models, minilm_asset_dir, resolve_text_model, TextModelFiles, DEFAULT_TEXT_MODEL};
 pub use roberta::{roberta_position_ids, RobertaModel};

@@ -47,17 +47,9 @@ pub struct TextModelFiles {
     pub source: ModelSource,
 }
 
-/// `$SUITE_CACHE/assets`, by default `~/.cache/suite/assets`.
-fn assets_dir() -> PathBuf {
-    let cache = std::env::var_os("SUITE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache/suite"));
-    cache.join("assets")
-}
-
 /// The unpacked all-MiniLM-L6-v2 asset, when it is complete.
 pub fn minilm_asset_dir() -> Option<PathBuf> {
-    let dir = assets_dir().join(MINILM_ASSET);
+    let dir = suite_core::cache::assets_dir().join(MINILM_ASSET);
     ["config.json", "tokenizer.json", "model.safetensors"].iter().all(|f| dir.join(f).is_file()).then_some(dir)
 }
 

@@ -6,7 +6,7 @@ use suite_core::peft::{apply_peft, load_adapter, read_adapter, save_adapter, Pef
 use tch::nn::VarStore;
 
 use super::sequence::ModelSaver;
-use crate::models::{ModelType, TextModel, TOKENIZER_FILES};
+use crate::models::{copy_tokenizer_files, ModelType, TextModel};
 
 /// File name of a PEFT run's saved model: only the trained tensors (adapter + head).
 pub const ADAPTER_FILE: &str = "adapter.safetensors";
@@ -86,14 +86,7 @@ impl ModelSaver for AdapterSaver {
         suite_core::runs::atomic_write(&dir.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
         let meta = AdapterMeta { base_model: self.base_model.clone(), method: self.config.method_name().into() };
         suite_core::runs::atomic_write(&dir.join(ADAPTER_META), serde_json::to_string_pretty(&meta)?.as_bytes())?;
-        for name in TOKENIZER_FILES {
-            let src = tokenizer_dir.join(name);
-            if src.is_file() {
-                let bytes = std::fs::read(&src).with_context(|| format!("{}: cannot read", src.display()))?;
-                suite_core::runs::atomic_write(&dir.join(name), &bytes)?;
-            }
-        }
-        Ok(())
+        copy_tokenizer_files(tokenizer_dir, dir)
     }
 }
 

@@ -159,18 +159,10 @@ impl ModelSpec {
     /// Local path of the pretrained weights when they are an asset, or `None` for hub weights.
     pub fn asset_path(&self) -> Option<PathBuf> {
         match self.weights.source {
-            WeightsSource::Asset { path } => Some(assets_dir().join(path)),
+            WeightsSource::Asset { path } => Some(suite_core::cache::assets_dir().join(path)),
             WeightsSource::Hub { .. } => None,
         }
     }
-}
-
-/// `$SUITE_CACHE/assets`, by default `~/.cache/suite/assets`, where `scripts/setup.sh` unpacks offline assets.
-fn assets_dir() -> PathBuf {
-    let cache = std::env::var_os("SUITE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache/suite"));
-    cache.join("assets")
 }
 
 const fn resnet(
