@@ -140,6 +140,20 @@ fn run_reference(what: &str, code: &str, args: &[String]) -> Result<Value> {
     serde_json::from_str(line).with_context(|| format!("PyTorch side of {what}: expected a JSON line, got:\n{out}"))
 }
 
+/// The PyTorch side of a training-step benchmark from its script's JSON line (`seconds`, `images_per_sec`,
+/// `median_step_s`, `phase_ms`), keeping `extra_keys` as reported.
+fn step_side(v: &Value, batch: usize, extra_keys: &[&str]) -> Result<Side> {
+    let extra: serde_json::Map<String, Value> =
+        extra_keys.iter().map(|k| (k.to_string(), v.get(*k).cloned().unwrap_or(Value::Null))).collect();
+    Ok(Side {
+        seconds: field(v, "seconds")?,
+        images_per_sec: field(v, "images_per_sec")?,
+        median_images_per_sec: Some(batch as f64 / field(v, "median_step_s")?),
+        phase_ms: v.get("phase_ms").and_then(|p| serde_json::from_value(p.clone()).ok()),
+        extra: Value::Object(extra),
+    })
+}
+
 fn field(v: &Value, key: &str) -> Result<f64> {
     v.get(key).and_then(Value::as_f64).with_context(|| format!("the PyTorch side reported no {key:?}: {v}"))
 }
@@ -174,19 +188,8 @@ fn resnet50_step(iters: usize, device: Device) -> Result<Report> {
         py_args.extend([k.to_string(), v]);
     }
     let v = run_reference("resnet50-step", RESNET50_STEP_PY, &py_args)?;
-    let pytorch = Side {
-        seconds: field(&v, "seconds")?,
-        images_per_sec: field(&v, "images_per_sec")?,
-        median_images_per_sec: Some(RESNET_BATCH as f64 / field(&v, "median_step_s")?),
-        phase_ms: v.get("phase_ms").and_then(|p| serde_json::from_value(p.clone()).ok()),
-        extra: serde_json::json!({
-            "loss": v.get("loss"),
-            "optimizer_impl": v.get("optimizer_impl"),
-            "threads": v.get("threads"),
-            "interop_threads": v.get("interop_threads"),
-            "torch": v.get("torch"),
-        }),
-    };
+    let pytorch =
+        step_side(&v, RESNET_BATCH as usize, &["loss", "optimizer_impl", "threads", "interop_threads", "torch"])?;
     Ok(Report {
         benchmark: "resnet50-step".into(),
         description: format!(
@@ -310,18 +313,7 @@ fn minilm_step(iters: usize, device: Device) -> Result<Report> {
         py_args.extend([k.to_string(), v]);
     }
     let v = run_reference("minilm-step", MINILM_STEP_PY, &py_args)?;
-    let pytorch = Side {
-        seconds: field(&v, "seconds")?,
-        images_per_sec: field(&v, "images_per_sec")?,
-        median_images_per_sec: Some(MINILM_BATCH as f64 / field(&v, "median_step_s")?),
-        phase_ms: v.get("phase_ms").and_then(|p| serde_json::from_value(p.clone()).ok()),
-        extra: serde_json::json!({
-            "loss": v.get("loss"),
-            "optimizer_impl": v.get("optimizer_impl"),
-            "attention": v.get("attention"),
-            "torch": v.get("torch"),
-        }),
-    };
+    let pytorch = step_side(&v, MINILM_BATCH as usize, &["loss", "optimizer_impl", "attention", "torch"])?;
     Ok(Report {
         benchmark: "minilm-step".into(),
         description: format!(
@@ -418,19 +410,7 @@ fn whisper_step(iters: usize, device: Device) -> Result<Report> {
         py_args.extend([k.to_string(), v]);
     }
     let v = run_reference("whisper-step", WHISPER_STEP_PY, &py_args)?;
-    let pytorch = Side {
-        seconds: field(&v, "seconds")?,
-        images_per_sec: field(&v, "images_per_sec")?,
-        median_images_per_sec: Some(n as f64 / field(&v, "median_step_s")?),
-        phase_ms: v.get("phase_ms").and_then(|p| serde_json::from_value(p.clone()).ok()),
-        extra: serde_json::json!({
-            "loss": v.get("loss"),
-            "rtf": v.get("rtf"),
-            "optimizer_impl": v.get("optimizer_impl"),
-            "attention": v.get("attention"),
-            "torch": v.get("torch"),
-        }),
-    };
+    let pytorch = step_side(&v, n, &["loss", "rtf", "optimizer_impl", "attention", "torch"])?;
     Ok(Report {
         benchmark: "whisper-step".into(),
         description: format!(
