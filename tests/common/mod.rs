@@ -1,0 +1,127 @@
+//! Helpers shared by the end-to-end tests of the `suite` binary (`tests/*_cli.rs`, `tests/serve_*.rs`): running
+//! the binary, reading what it left, the reference Python, temporary folders and the offline assets.
+//!
+//! Each test file is its own crate and uses a part of this module, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The binary under test.
+pub const SUITE: &str = env!("CARGO_BIN_EXE_suite");
+
+/// What a finished `suite` process left.
+pub struct Out {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    pub fn show(&self) -> String {
+        format!("exit code {:?}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        assert!(self.ok(), "suite failed: {}", self.show());
+        self
+    }
+
+    /// Asserts a clean failure of a job refused before any work: a non-zero exit code, no panic, and a stderr
+    /// that starts with `error:` (after the `run folder:` line of a job that got as far as its run folder) and
+    /// contains every `needle`. Returns the error.
+    #[track_caller]
+    pub fn assert_error(&self, needles: &[&str]) -> String {
+        let err = self.assert_error_after_progress(needles);
+        let before: Vec<&str> = self.stderr[..self.stderr.len() - err.len()].lines().collect();
+        assert!(
+            before.iter().all(|l| l.starts_with("run folder: ")),
+            "stderr does not start with `error:`: {}",
+            self.show()
+        );
+        err
+    }
+
+    /// Like [`Out::assert_error`] for a command that may print progress first: the error is everything from the
+    /// first line that starts with `error:`.
+    #[track_caller]
+    pub fn assert_error_after_progress(&self, needles: &[&str]) -> String {
+        assert!(self.code.is_some_and(|c| c != 0), "expected a failure: {}", self.show());
+        for bad in ["panicked", "internal failure", "internal error", "RUST_BACKTRACE"] {
+            assert!(!self.stderr.contains(bad), "stderr shows a panic ({bad:?}): {}", self.show());
+        }
+        let at =
+            if self.stderr.starts_with("error: ") { Some(0) } else { self.stderr.find("\nerror: ").map(|i| i + 1) };
+        let Some(at) = at else { panic!("no `error:` line: {}", self.show()) };
+        let err = &self.stderr[at..];
+        for n in needles {
+            assert!(err.contains(n), "the error does not name {n:?}: {}", self.show());
+        }
+        err.to_string()
+    }
+}
+
+/// Runs `suite ARGS` in `cwd` with `stdin` as its standard input.
+pub fn suite_with_stdin(cwd: &Path, args: &[&str], stdin: &str) -> Out {
+    let mut child = Command::new(SUITE)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting suite");
+    let mut pipe = child.stdin.take().expect("piped stdin");
+    let input = stdin.to_string();
+    // Written from another thread so that a large output cannot block both sides.
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().expect("waiting for suite");
+    writer.join().unwrap();
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `suite ARGS` in `cwd` with empty standard input.
+pub fn suite(cwd: &Path, args: &[&str]) -> Out {
+    suite_with_stdin(cwd, args, "")
+}
+
+/// A path as `&str` (temporary paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("temporary paths are UTF-8")
+}
+
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temporary folder")
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Runs `code` in the reference Python with `args`; its stdout, or a panic with its stderr.
+pub fn python(code: &str, args: &[&str]) -> String {
+    suite_core::python::run_python(code, args).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// An unpacked offline asset, `$SUITE_CACHE/assets/REL`.
+pub fn asset(rel: &str) -> PathBuf {
+    suite_core::cache::asset(rel)
+}
+
+/// A LibriVox utterance of pocketsphinx's test data (16 kHz mono WAV), by file stem.
+pub fn librivox(id: &str) -> PathBuf {
+    asset(&format!("pocketsphinx-testdata/usr/share/pocketsphinx/test/data/librivox/{id}.wav"))
+}
