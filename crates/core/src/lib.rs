@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod peft;
+pub mod predict;
 pub mod python;
 pub mod runs;
 pub mod train;

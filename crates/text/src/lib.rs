@@ -6,4 +6,5 @@ pub mod data;
 pub mod metrics;
 pub mod models;
 pub mod offline;
+pub mod predict;
 pub mod task;

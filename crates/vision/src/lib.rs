@@ -1,4 +1,5 @@
 //! The vision domain of suite.
 pub mod data;
 pub mod models;
+pub mod predict;
 pub mod task;

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
 use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 
 use super::Sample;
 
@@ -34,23 +34,37 @@ pub fn decode_image(path: &Path) -> Result<RgbImage> {
 /// clips every value above 255 to white, which would erase 16-bit medical scans, so that one case deliberately
 /// differs. The EXIF orientation, if any, is then applied (PIL leaves it to `ImageOps.exif_transpose`).
 pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage> {
+    decode_bytes_limited(bytes, Limits::default())
+}
+
+/// [`decode_bytes`] under decoder `limits` (largest width and height, most memory the decoder may allocate), so
+/// that an image whose header promises more (a decompression bomb sent to a server) is refused before its pixels
+/// are allocated.
+pub fn decode_bytes_limited(bytes: &[u8], limits: Limits) -> Result<RgbImage> {
     if bytes.is_empty() {
         bail!("empty file");
     }
-    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().context("reading the header")?;
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().context("reading the header")?;
+    reader.limits(limits);
     let Some(format) = reader.format() else {
         let head: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
         bail!("not an image in a supported format ({} bytes, starting {head})", bytes.len());
     };
     // image's errors repeat their cause in both Display and source(), so they are flattened to one message.
-    let mut decoder = reader.into_decoder().map_err(|e| anyhow!("not a valid {format:?} file: {e}"))?;
+    let mut decoder = reader.into_decoder().map_err(|e| match e {
+        image::ImageError::Limits(e) => anyhow!("the {format:?} image is larger than allowed: {e}"),
+        e => anyhow!("not a valid {format:?} file: {e}"),
+    })?;
     // A broken EXIF block should not make an otherwise fine picture unusable: fall back to "as stored".
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         bail!("the {format:?} header says the image is {w}x{h} pixels");
     }
-    let img = DynamicImage::from_decoder(decoder).map_err(|e| anyhow!("corrupt or truncated {format:?} data: {e}"))?;
+    let img = DynamicImage::from_decoder(decoder).map_err(|e| match e {
+        image::ImageError::Limits(e) => anyhow!("the {w}x{h} {format:?} image is larger than allowed: {e}"),
+        e => anyhow!("corrupt or truncated {format:?} data: {e}"),
+    })?;
     if format == image::ImageFormat::Jpeg && !jpeg_has_end_marker(bytes) {
         // The JPEG decoder pads a truncated scan with grey instead of failing; PIL (without
         // LOAD_TRUNCATED_IMAGES) refuses such files, and training on half-grey pictures is never wanted.

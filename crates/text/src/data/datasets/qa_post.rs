@@ -12,6 +12,9 @@ pub struct QaPrediction {
     pub id: String,
     /// The answer text (a slice of the context); "" when SQuAD v2 post-processing predicts no answer.
     pub text: String,
+    /// Where `text` is in the context: character (Unicode scalar) offsets `[start, end)`; `None` when there is no
+    /// answer (the SQuAD v2 null answer, or HF's "empty" placeholder when no span was valid).
+    pub span: Option<(usize, usize)>,
     /// Score of the chosen answer: start logit + end logit (the null score when `text` is "").
     pub score: f32,
     /// The n best candidates, best first, with their softmax probability over the n best. The null answer
@@ -116,6 +119,7 @@ impl QaDataset {
                     return QaPrediction {
                         id: example.id.clone(),
                         text: texts[0].clone(),
+                        span: candidates[0].span,
                         score: candidates[0].score,
                         n_best: n_best_list,
                         null_score_diff: None,
@@ -124,12 +128,19 @@ impl QaDataset {
                 let best = texts.iter().position(|t| !t.is_empty()).unwrap_or(0);
                 let null_score = null_score.unwrap_or(0.0);
                 let diff = null_score - candidates[best].start_logit - candidates[best].end_logit;
-                let (text, score) = if diff > null_threshold {
-                    (String::new(), null_score)
+                let (text, span, score) = if diff > null_threshold {
+                    (String::new(), None, null_score)
                 } else {
-                    (texts[best].clone(), candidates[best].score)
+                    (texts[best].clone(), candidates[best].span, candidates[best].score)
                 };
-                QaPrediction { id: example.id.clone(), text, score, n_best: n_best_list, null_score_diff: Some(diff) }
+                QaPrediction {
+                    id: example.id.clone(),
+                    text,
+                    span,
+                    score,
+                    n_best: n_best_list,
+                    null_score_diff: Some(diff),
+                }
             })
             .collect()
     }

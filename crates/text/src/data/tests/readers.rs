@@ -227,6 +227,7 @@ fn squad_predictions_write_as_an_id_to_text_object() {
     let pred = |id: &str, text: &str| crate::data::QaPrediction {
         id: id.into(),
         text: text.into(),
+        span: None,
         score: 1.0,
         n_best: vec![],
         null_score_diff: None,
