@@ -8,6 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+pub mod serve;
+
 /// The binary under test.
 pub const SUITE: &str = env!("CARGO_BIN_EXE_suite");
 
@@ -124,4 +126,14 @@ pub fn asset(rel: &str) -> PathBuf {
 /// A LibriVox utterance of pocketsphinx's test data (16 kHz mono WAV), by file stem.
 pub fn librivox(id: &str) -> PathBuf {
     asset(&format!("pocketsphinx-testdata/usr/share/pocketsphinx/test/data/librivox/{id}.wav"))
+}
+
+/// Runs the Python script `path` in the reference Python with `args`; its stdout, or a panic with its stderr.
+pub fn python_file(path: &str, args: &[&str]) -> String {
+    let exe = suite_core::python::python_exe().unwrap_or_else(|e| panic!("{e:#}"));
+    let out = Command::new(&exe).arg(path).args(args).output().unwrap_or_else(|e| panic!("starting {path}: {e}"));
+    if !out.status.success() {
+        panic!("{path} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -1,0 +1,152 @@
+//! Serving fixtures: tiny vision and text runs, the real `suite serve` on a free port, and the Python clients of
+//! `tests/py/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{s, suite, SUITE};
+
+/// Class names of [`vision_run`].
+pub const CLASSES: [&str; 3] = ["circle", "square", "stripes"];
+
+/// A 40×40 PNG of class `class`: a class colour with stripes in a class-specific direction and seeded noise.
+pub fn write_image(path: &Path, class: usize, seed: usize) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let base = [[200u8, 60, 60], [60, 200, 60], [60, 60, 200]][class % 3];
+    let img = image::RgbImage::from_fn(40, 40, |x, y| {
+        let stripe = match class % 3 {
+            0 => x / 4 % 2,
+            1 => y / 4 % 2,
+            _ => (x + y) / 4 % 2,
+        } as u8;
+        let h = ((x as u64 * 73_856_093) ^ (y as u64 * 19_349_663) ^ (seed as u64 * 83_492_791))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        image::Rgb(base.map(|b| b.saturating_sub(40 * stripe).saturating_add((h >> 59) as u8)))
+    });
+    img.save(path).unwrap();
+}
+
+/// A ResNet-18 (random init, 64-px input, one epoch) on two images per class, in `dir/vision-run`.
+pub fn vision_run(dir: &Path) -> PathBuf {
+    for (split, n, seed) in [("train", 2, 0), ("val", 1, 10_000)] {
+        for (c, name) in CLASSES.iter().enumerate() {
+            for i in 0..n {
+                write_image(&dir.join("shapes").join(split).join(name).join(format!("{i}.png")), c, seed + 100 * c + i);
+            }
+        }
+    }
+    let (data, run) = (dir.join("shapes"), dir.join("vision-run"));
+    let args = [
+        "finetune", "vision", "--model", "resnet18", "--init", "random", "--input-size", "64", "--epochs", "1",
+        "--threads", "1", "--workers", "1", "--seed", "0", "--device", "cpu", "--data", s(&data), "--out", s(&run),
+    ];
+    suite(dir, &args).assert_ok();
+    run
+}
+
+/// all-MiniLM-L6-v2 with a 2-label head (sport, food) after 4 steps on short texts, in `dir/text-run`.
+pub fn text_run(dir: &Path) -> PathBuf {
+    let sport = ["football", "goal", "match", "team", "referee", "tennis"];
+    let food = ["soup", "bread", "oven", "recipe", "cheese", "butter"];
+    let csv = |n: usize, offset: usize| {
+        let mut out = String::from("text,label\n");
+        for i in offset..offset + n {
+            out.push_str(&format!("the {} and the {},sport\n", sport[i % 6], sport[(i * 5 + 1) % 6]));
+            out.push_str(&format!("a {} with {},food\n", food[i % 6], food[(i * 5 + 2) % 6]));
+        }
+        out
+    };
+    let (train, val, run) = (dir.join("train.csv"), dir.join("val.csv"), dir.join("text-run"));
+    std::fs::write(&train, csv(8, 0)).unwrap();
+    std::fs::write(&val, csv(2, 20)).unwrap();
+    let args = [
+        "finetune", "text", "--max-steps", "4", "--max-len", "32", "--batch-size", "4", "--lr", "3e-4",
+        "--threads", "1", "--workers", "1", "--seed", "0", "--device", "cpu", "--data", s(&train), "--val-data",
+        s(&val), "--out", s(&run),
+    ];
+    suite(dir, &args).assert_ok();
+    run
+}
+
+/// `suite serve ARGS` on a free port; killed on drop.
+pub struct Server {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the server and waits until it is bound (not until its models are loaded: see [`Server::wait_ready`]).
+    pub fn start(cwd: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(SUITE)
+            .arg("serve")
+            .args(["--port", "0"])
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting suite serve");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let lines = log.clone();
+        // Reads stderr to its end, noting the bound address.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on http://") {
+                    let url = line[at + "listening on ".len()..].split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send(url.trim_end_matches('/').to_string());
+                }
+                let mut l = lines.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(600)) {
+            Ok(url) => url,
+            Err(_) => panic!("suite serve printed no `listening on http://…`:\n{}", log.lock().unwrap()),
+        };
+        Self { child, base, log }
+    }
+
+    /// Everything the server wrote on stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (at most 10 minutes) until the log says every model is loaded.
+    pub fn wait_ready(&self) {
+        for _ in 0..6000 {
+            if self.log().contains("ready: every model is loaded") {
+                return;
+            }
+            if let Some(line) = self.log().lines().find(|l| l.starts_with("error:")) {
+                panic!("suite serve failed: {line}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("models not loaded after 10 minutes:\n{}", self.log());
+    }
+
+    /// Runs `tests/py/serve_clients.py BASE COMMAND ARGS` and parses what it prints.
+    pub fn clients(&self, command: &str, args: &Value) -> Value {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/py/serve_clients.py");
+        let out = super::python_file(script, &[&self.base, command, &args.to_string()]);
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{command}: {e}: {out}\n{}", self.log()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
