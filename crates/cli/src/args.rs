@@ -479,7 +479,7 @@ pub struct TranscribeArgs {
 /// `suite bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Benchmark: `resnet50-step`, `head-only`, `minilm-step` or `whisper-step`.
+    /// Benchmark: `resnet50-step`, `head-only`, `minilm-step`, `whisper-step` or `serve`.
     pub name: String,
     /// Timed iterations (default 10; whisper-step 3, whose steps take seconds on a CPU).
     #[arg(long)]
@@ -487,4 +487,13 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// `serve`: a short smoke version (fewer requests, one repetition), not for the record.
+    #[arg(long)]
+    pub quick: bool,
+    /// `serve`: the text classification run to serve (default: a short fine-tune on fortunes4).
+    #[arg(long)]
+    pub text_run: Option<PathBuf>,
+    /// `serve`: the vision run to serve (default: a head-only EfficientNet-Lite0 fine-tune on generated images).
+    #[arg(long)]
+    pub vision_run: Option<PathBuf>,
 }

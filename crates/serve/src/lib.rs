@@ -69,21 +69,21 @@ fn start_model(
     let started = match (&spec.domain, &spec.source) {
         (Domain::Vision, ModelSource::Run { dir, which }) => {
             let (dir, which) = (dir.clone(), which.clone());
-            let (q, l, _) = worker::spawn(id, b, metrics, move || VisionEngine::load(&dir, &which, device))?;
-            (Handle::Vision(q), l)
+            let w = worker::spawn(id, b, metrics, move || VisionEngine::load(&dir, &which, device))?;
+            (Handle::Vision(w.queue), w.loaded)
         }
         (Domain::Text, ModelSource::Run { dir, which }) => {
             let (dir, which) = (dir.clone(), which.clone());
-            let (q, l, _) = worker::spawn(id, b, metrics, move || TextEngine::load(&dir, &which, device))?;
-            (Handle::Text(q), l)
+            let w = worker::spawn(id, b, metrics, move || TextEngine::load(&dir, &which, device))?;
+            (Handle::Text(w.queue), w.loaded)
         }
         (Domain::Speech, source) => {
             let spec_str = match source {
                 ModelSource::Run { dir, which } => SpeechEngine::run_model_dir(dir, which)?.display().to_string(),
                 ModelSource::Base(name) => name.clone(),
             };
-            let (q, l, _) = worker::spawn(id, b, metrics, move || SpeechEngine::load(&spec_str, device))?;
-            (Handle::Speech(q), l)
+            let w = worker::spawn(id, b, metrics, move || SpeechEngine::load(&spec_str, device))?;
+            (Handle::Speech(w.queue), w.loaded)
         }
         (domain, ModelSource::Base(name)) => bail!("{name}: a {domain:?} model is served from a run (--run)"),
     };

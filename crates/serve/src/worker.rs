@@ -81,6 +81,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> Queue<Req, Resp> {
 /// What a worker thread reports once its model is loaded (or failed to load).
 pub type Loaded<Info> = oneshot::Receiver<Result<Info, String>>;
 
+/// A started inference thread: its queue, the news of its load, and the thread itself.
+pub struct Started<E: Engine, Info> {
+    pub queue: Queue<E::Request, E::Response>,
+    pub loaded: Loaded<Info>,
+    pub thread: JoinHandle<()>,
+}
+
 /// Starts the inference thread of `model`: it runs `load` (which builds the engine on that thread, so the engine
 /// need not be `Send`), reports the outcome through the returned receiver, then serves the queue until every
 /// [`Queue`] is dropped.
@@ -89,7 +96,7 @@ pub fn spawn<E, Info, L>(
     config: BatchConfig,
     metrics: Arc<Metrics>,
     load: L,
-) -> std::io::Result<(Queue<E::Request, E::Response>, Loaded<Info>, JoinHandle<()>)>
+) -> std::io::Result<Started<E, Info>>
 where
     E: Engine,
     Info: Send + 'static,
@@ -118,7 +125,7 @@ where
         };
         serve_queue(engine, &name, config, &rx, &thread_metrics);
     })?;
-    Ok((Queue { model: model.to_string(), tx, metrics }, loaded_rx, handle))
+    Ok(Started { queue: Queue { model: model.to_string(), tx, metrics }, loaded: loaded_rx, thread: handle })
 }
 
 /// The batching loop of one inference thread.
@@ -180,14 +187,16 @@ mod tests {
         }
     }
 
-    fn start(max_batch: usize, max_queue: usize) -> (Arc<Queue<i64, i64>>, Arc<std::sync::Mutex<Vec<usize>>>) {
+    type Seen = Arc<std::sync::Mutex<Vec<usize>>>;
+
+    fn start(max_batch: usize, max_queue: usize) -> (Arc<Queue<i64, i64>>, Seen) {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let engine_seen = seen.clone();
         let config = BatchConfig { max_batch, max_wait: Duration::from_millis(50), max_queue };
-        let (queue, _loaded, _thread) =
+        let started =
             spawn("doubler", config, Arc::new(Metrics::new()), move || Ok((Doubler { seen: engine_seen }, ())))
                 .unwrap();
-        (Arc::new(queue), seen)
+        (Arc::new(started.queue), seen)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,8 @@
 //! - `whisper-step`: full fine-tuning steps of whisper-base (batch 2 of LibriVox log-mels with their transcripts,
 //!   AdamW fused) against transformers' WhisperForConditionalGeneration on the same exported weights, plus the
 //!   real-time factor of greedy transcription on both sides; 3 timed steps by default.
+//! - `serve`: `suite serve` against FastAPI + uvicorn (text, vision) and faster-whisper (speech); see
+//!   [`serve`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -30,13 +32,16 @@ use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 
 use crate::args::BenchArgs;
 
+#[path = "bench_serve.rs"]
+mod serve;
+
 const RESNET50_STEP_PY: &str = include_str!("../../bench/resnet50_step.py");
 const HEAD_ONLY_PY: &str = include_str!("../../bench/head_only.py");
 const MINILM_STEP_PY: &str = include_str!("../../bench/minilm_step.py");
 const WHISPER_STEP_PY: &str = include_str!("../../bench/whisper_step.py");
 
 /// The benchmarks `suite bench` runs.
-const BENCHMARKS: &[&str] = &["resnet50-step", "head-only", "minilm-step", "whisper-step"];
+const BENCHMARKS: &[&str] = &["resnet50-step", "head-only", "minilm-step", "whisper-step", "serve"];
 
 const RESNET_BATCH: i64 = 8;
 const RESNET_CLASSES: i64 = 10;
@@ -97,6 +102,9 @@ struct Report {
 
 /// Runs `suite bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.name == "serve" {
+        return serve::run(&args);
+    }
     let iters = args.iters.unwrap_or(if args.name == "whisper-step" { 3 } else { 10 });
     if iters == 0 {
         bail!("--iters must be at least 1");

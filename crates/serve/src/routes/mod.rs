@@ -110,3 +110,6 @@ fn model_from_path(path: &str) -> Option<String> {
     let rest = path.strip_prefix("/v1/models/")?;
     Some(rest.split('/').next().unwrap_or(rest).to_string())
 }
+
+#[cfg(test)]
+mod tests;
