@@ -17,7 +17,9 @@ demo: build
 	$(SUITE) data mnist5k --out $(SUITE_CACHE)/data/mnist5k
 	$(SUITE) finetune vision --config tasks/mnist5k_lite0.toml --data $(SUITE_CACHE)/data/mnist5k --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
+# The page test of `suite serve` drives Debian's chromium (scripts/setup_browser.sh installs it when missing).
 test: setup
+	./scripts/setup_browser.sh
 	cargo test --release --workspace
 
 lint: setup
@@ -27,3 +29,4 @@ lint: setup
 bench: build
 	$(SUITE) bench resnet50-step
 	$(SUITE) bench head-only
+	$(SUITE) bench serve
