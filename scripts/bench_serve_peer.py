@@ -47,6 +47,7 @@ a = p.parse_args()
 
 def whisper():
     import concurrent.futures as cf
+    import faster_whisper
     import soundfile
     from faster_whisper import WhisperModel
 
@@ -68,7 +69,8 @@ def whisper():
             list(pool.map(one, order))
         walls.append(time.perf_counter() - t0)
     print(json.dumps({"walls": walls, "audio_s": audio_s, "requests": a.requests, "texts": texts,
-                      "cpu_threads": a.threads, "num_workers": a.concurrency}))
+                      "cpu_threads": a.threads, "num_workers": a.concurrency,
+                      "version": faster_whisper.__version__}))
 
 
 def error(status, message, kind="invalid_request_error", param=None):

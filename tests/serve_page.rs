@@ -58,30 +58,10 @@ fn vision_run(dir: &Path) -> PathBuf {
         }
     }
     let (data, run) = (dir.join("shapes"), dir.join("vision-run"));
-    let args = [
-        "finetune",
-        "vision",
-        "--model",
-        "resnet18",
-        "--init",
-        "random",
-        "--input-size",
-        "64",
-        "--epochs",
-        "1",
-        "--threads",
-        "1",
-        "--workers",
-        "1",
-        "--seed",
-        "0",
-        "--device",
-        "cpu",
-        "--data",
-        s(&data),
-        "--out",
-        s(&run),
-    ];
+    let flags = "finetune vision --model resnet18 --init random --input-size 64 --epochs 1 --threads 1 --workers 1 \
+                 --seed 0 --device cpu";
+    let mut args: Vec<&str> = flags.split_whitespace().collect();
+    args.extend(["--data", s(&data), "--out", s(&run)]);
     suite(dir, &args).assert_ok();
     run
 }
@@ -101,32 +81,10 @@ fn text_run(dir: &Path) -> PathBuf {
     let (train, val, run) = (dir.join("train.csv"), dir.join("val.csv"), dir.join("text-run"));
     std::fs::write(&train, csv(8, 0)).unwrap();
     std::fs::write(&val, csv(2, 20)).unwrap();
-    let args = [
-        "finetune",
-        "text",
-        "--max-steps",
-        "4",
-        "--max-len",
-        "32",
-        "--batch-size",
-        "4",
-        "--lr",
-        "3e-4",
-        "--threads",
-        "1",
-        "--workers",
-        "1",
-        "--seed",
-        "0",
-        "--device",
-        "cpu",
-        "--data",
-        s(&train),
-        "--val-data",
-        s(&val),
-        "--out",
-        s(&run),
-    ];
+    let flags = "finetune text --max-steps 4 --max-len 32 --batch-size 4 --lr 3e-4 --threads 1 --workers 1 --seed 0 \
+                 --device cpu";
+    let mut args: Vec<&str> = flags.split_whitespace().collect();
+    args.extend(["--data", s(&train), "--val-data", s(&val), "--out", s(&run)]);
     suite(dir, &args).assert_ok();
     run
 }
@@ -291,27 +249,10 @@ fn the_page_shows_what_predict_and_transcribe_print_in_a_headless_browser() {
 
     let vision_arg = format!("{}=shapes", s(&vision));
     let text_arg = format!("{}=topics", s(&text));
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--run",
-            &vision_arg,
-            "--run",
-            &text_arg,
-            "--model",
-            "whisper-base",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--api-key-file",
-            s(&key_file),
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-        ],
-    );
+    let mut args: Vec<&str> =
+        "--model whisper-base --host 127.0.0.1 --port 0 --device cpu --threads 1".split(' ').collect();
+    args.extend(["--run", &vision_arg, "--run", &text_arg, "--api-key-file", s(&key_file)]);
+    let server = Server::start(dir.path(), &args);
 
     let screenshot = dir.path().join("page.png");
     let python = suite_core::python::python_exe().expect("the reference Python");

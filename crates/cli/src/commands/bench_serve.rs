@@ -444,36 +444,14 @@ fn bench_text(env: &Env, run: Option<&Path>, tmp: &Path) -> Result<ModelReport> 
         None => {
             let run = tmp.join("text-run");
             eprintln!("text: fine-tuning all-MiniLM-L6-v2 on fortunes4 ({} steps)…", env.plan.text_steps);
-            let steps = env.plan.text_steps.to_string();
-            let threads = env.threads.to_string();
-            env.suite(&[
-                "finetune",
-                "text",
-                "--task",
-                "classify",
-                "--model",
-                "all-MiniLM-L6-v2",
-                "--data",
-                s(&prepared.train)?,
-                "--val-split",
-                "0.1",
-                "--max-len",
-                "64",
-                "--batch-size",
-                "16",
-                "--lr",
-                "1e-4",
-                "--max-steps",
-                &steps,
-                "--device",
-                "cpu",
-                "--threads",
-                &threads,
-                "--seed",
-                "0",
-                "--out",
-                s(&run)?,
-            ])?;
+            let flags = format!(
+                "finetune text --task classify --model all-MiniLM-L6-v2 --val-split 0.1 --max-len 64 --batch-size 16 \
+                 --lr 1e-4 --max-steps {} --device cpu --threads {} --seed 0",
+                env.plan.text_steps, env.threads
+            );
+            let mut args: Vec<&str> = flags.split_whitespace().collect();
+            args.extend(["--data", s(&prepared.train)?, "--out", s(&run)?]);
+            env.suite(&args)?;
             run
         }
     };
@@ -507,9 +485,10 @@ fn bench_text(env: &Env, run: Option<&Path>, tmp: &Path) -> Result<ModelReport> 
     };
     Ok(ModelReport {
         what: format!(
-            "text classification: all-MiniLM-L6-v2 fine-tuned on fortunes4 ({}), max-len {}, inputs the {} first \
-             held-out quotations, `{{\"inputs\": TEXT, \"top_k\": 4}}`; peer: FastAPI + uvicorn (1 worker) around \
-             transformers' pipeline(\"text-classification\") on the export",
+            "text classification: {} ({}), max-len {}, inputs the {} first held-out fortunes4 quotations, \
+             `{{\"inputs\": TEXT, \"top_k\": 4}}`; peer: FastAPI + uvicorn (1 worker) around transformers' \
+             pipeline(\"text-classification\") on the export",
+            text.model,
             run.display(),
             text.max_len,
             texts.len()
@@ -533,31 +512,14 @@ fn bench_vision(env: &Env, run: Option<&Path>, tmp: &Path) -> Result<ModelReport
         None => {
             let run = tmp.join("vision-run");
             eprintln!("vision: head-only fine-tune of EfficientNet-Lite0 on generated images…");
-            let threads = env.threads.to_string();
-            env.suite(&[
-                "finetune",
-                "vision",
-                "--model",
-                "efficientnet_lite0",
-                "--tune",
-                "head",
-                "--augment",
-                "none",
-                "--epochs",
-                "1",
-                "--batch-size",
-                "32",
-                "--data",
-                s(&data)?,
-                "--device",
-                "cpu",
-                "--threads",
-                &threads,
-                "--seed",
-                "0",
-                "--out",
-                s(&run)?,
-            ])?;
+            let flags = format!(
+                "finetune vision --model efficientnet_lite0 --tune head --augment none --epochs 1 --batch-size 32 \
+                 --device cpu --threads {} --seed 0",
+                env.threads
+            );
+            let mut args: Vec<&str> = flags.split_whitespace().collect();
+            args.extend(["--data", s(&data)?, "--out", s(&run)?]);
+            env.suite(&args)?;
             run
         }
     };
@@ -696,7 +658,7 @@ fn bench_speech(env: &Env, tmp: &Path) -> Result<SpeechReport> {
              (json) vs faster-whisper {} (CTranslate2 float32, transcribe from {SPEECH_CONCURRENCY} Python threads, \
              num_workers {SPEECH_CONCURRENCY}); real-time factor = wall time / seconds of audio (lower is faster)",
             wavs.len(),
-            "1.2.1"
+            v["version"].as_str().unwrap_or("?")
         ),
         requests: n,
         audio_s,
@@ -772,17 +734,14 @@ fn print_report(r: &Report) {
             m.same_top1,
             m.inputs
         );
+        println!("{:>5} | {:^24} | {:^24} |", "", "suite serve", m.peer_name);
         println!(
-            "{:>5} | {:>22} | {:>22} | {:>10} {:>9}",
-            "conc",
-            "suite serve req/s p50 p99",
-            format!("{} req/s p50 p99", short(&m.peer_name)),
-            "req/s ratio",
-            "p99 ratio"
+            "{:>5} | {:>8} {:>7} {:>7} | {:>8} {:>7} {:>7} | {:>11} {:>9}",
+            "conc", "req/s", "p50 ms", "p99 ms", "req/s", "p50 ms", "p99 ms", "req/s ratio", "p99 ratio"
         );
         for (a, b) in m.suite.iter().zip(&m.peer) {
             println!(
-                "{:>5} | {:>8.1} {:>6.1} {:>6.1} | {:>8.1} {:>6.1} {:>6.1} | {:>10.2}x {:>8.2}x",
+                "{:>5} | {:>8.1} {:>7.1} {:>7.1} | {:>8.1} {:>7.1} {:>7.1} | {:>10.2}x {:>8.2}x",
                 a.concurrency,
                 a.requests_per_s,
                 a.p50_ms,
@@ -803,9 +762,6 @@ fn print_report(r: &Report) {
     println!("{:<22}{:>14.3}{:>16.3}", "real-time factor", sp.suite_rtf, sp.faster_whisper_rtf);
     println!("speed ratio (faster-whisper RTF / suite RTF): {:.2}x", sp.faster_whisper_rtf / sp.suite_rtf);
     println!();
-    println!("latencies in ms; req/s ratio = suite / peer (above 1: suite serves more), p99 ratio = suite / peer (below 1: suite answers faster)");
-}
-
-fn short(name: &str) -> &str {
-    name.split('+').next().unwrap_or(name)
+    println!("req/s ratio = suite / peer (above 1: suite serves more); p99 ratio = suite / peer (below 1: suite's");
+    println!("slowest answers come sooner)");
 }
