@@ -199,6 +199,7 @@ impl TextPredictor {
                     last_report: None,
                 })
             }
+            // A QA config's id2label is the base model's leftover (LABEL_0, LABEL_1), not outputs of the span head.
             TextTaskKind::Qa => Model::Span(SpanTask {
                 vs,
                 model,
@@ -209,6 +210,7 @@ impl TextPredictor {
                 last_predictions: Vec::new(),
             }),
         };
+        let labels = if cfg.task == TextTaskKind::Qa { Vec::new() } else { labels };
         Ok(Self { model, tok, labels, multi_label, max_len: cfg.max_len, doc_stride: cfg.doc_stride })
     }
 
@@ -437,3 +439,7 @@ fn run_text_config(run: &Path) -> Result<TextConfig> {
         .text
         .with_context(|| format!("--run {}: not a text run (its config.toml has no [text] table)", run.display()))
 }
+
+#[cfg(test)]
+#[path = "predict_tests.rs"]
+mod tests;

@@ -130,3 +130,7 @@ impl VisionPredictor {
         Ok(flat.chunks(n_labels.max(1)).map(|p| ImagePrediction { top: top_k(p, self.labels(), k) }).collect())
     }
 }
+
+#[cfg(test)]
+#[path = "predict_tests.rs"]
+mod tests;

@@ -34,18 +34,24 @@ pub fn decode_image(path: &Path) -> Result<RgbImage> {
 /// clips every value above 255 to white, which would erase 16-bit medical scans, so that one case deliberately
 /// differs. The EXIF orientation, if any, is then applied (PIL leaves it to `ImageOps.exif_transpose`).
 pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage> {
-    decode_bytes_limited(bytes, Limits::default())
+    decode_with(bytes, Limits::default(), false)
 }
 
-/// [`decode_bytes`] under decoder `limits` (largest width and height, most memory the decoder may allocate), so
-/// that an image whose header promises more (a decompression bomb sent to a server) is refused before its pixels
-/// are allocated.
+/// [`decode_bytes`] under `limits` (largest width and height, most memory the decoded pixels may take), so that an
+/// image whose header promises more (a decompression bomb sent to a server) is refused before its pixels are
+/// allocated.
 pub fn decode_bytes_limited(bytes: &[u8], limits: Limits) -> Result<RgbImage> {
+    decode_with(bytes, limits, true)
+}
+
+/// Decodes under `limits`; `reserve_pixels` also counts the decoded pixels against `limits.max_alloc` (which
+/// `DynamicImage::from_decoder` does not do, unlike `ImageReader::decode`).
+fn decode_with(bytes: &[u8], limits: Limits, reserve_pixels: bool) -> Result<RgbImage> {
     if bytes.is_empty() {
         bail!("empty file");
     }
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().context("reading the header")?;
-    reader.limits(limits);
+    reader.limits(limits.clone());
     let Some(format) = reader.format() else {
         let head: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
         bail!("not an image in a supported format ({} bytes, starting {head})", bytes.len());
@@ -60,6 +66,12 @@ pub fn decode_bytes_limited(bytes: &[u8], limits: Limits) -> Result<RgbImage> {
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         bail!("the {format:?} header says the image is {w}x{h} pixels");
+    }
+    if reserve_pixels {
+        let need = decoder.total_bytes();
+        limits.clone().reserve(need).map_err(|e| {
+            anyhow!("the {w}x{h} {format:?} image is larger than allowed: {e} ({} MB of pixels)", need >> 20)
+        })?;
     }
     let img = DynamicImage::from_decoder(decoder).map_err(|e| match e {
         image::ImageError::Limits(e) => anyhow!("the {w}x{h} {format:?} image is larger than allowed: {e}"),
