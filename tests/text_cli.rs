@@ -7,7 +7,6 @@
 //! that each job runs end to end and that its outputs agree with each other and with transformers, not accuracy.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,99 +14,14 @@ use std::time::{Duration, Instant};
 use suite_text::task::{load_trained, TextTaskKind};
 use tch::{Device, Kind, Tensor};
 
-const SUITE: &str = env!("CARGO_BIN_EXE_suite");
+mod common;
+use common::*;
 
 /// Flags of every training run (besides the defaults of [`finetune_args`], which a test may change).
 const COMMON: &[&str] = &["--threads", "1", "--workers", "1", "--seed", "0"];
 
 /// Tolerance of transformers vs suite on the same weights and inputs (probabilities and logits).
 const TOL: f64 = 1e-4;
-
-/// What a finished `suite` process left.
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    fn show(&self) -> String {
-        format!("exit code {:?}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
-    }
-
-    #[track_caller]
-    fn assert_ok(&self) -> &Self {
-        assert!(self.ok(), "suite failed: {}", self.show());
-        self
-    }
-
-    /// Asserts a clean failure of a job refused before any work: a non-zero exit code, no panic, and a stderr
-    /// that starts with `error:` (after the `run folder:` line of a job that got as far as its run folder) and
-    /// contains every `needle`. Returns the error.
-    #[track_caller]
-    fn assert_error(&self, needles: &[&str]) -> String {
-        let err = self.assert_error_after_progress(needles);
-        let before: Vec<&str> = self.stderr[..self.stderr.len() - err.len()].lines().collect();
-        assert!(
-            before.iter().all(|l| l.starts_with("run folder: ")),
-            "stderr does not start with `error:`: {}",
-            self.show()
-        );
-        err
-    }
-
-    /// Like [`Out::assert_error`] for a command that may print progress first: the error is everything from the
-    /// first line that starts with `error:`.
-    #[track_caller]
-    fn assert_error_after_progress(&self, needles: &[&str]) -> String {
-        assert!(self.code.is_some_and(|c| c != 0), "expected a failure: {}", self.show());
-        for bad in ["panicked", "internal failure", "internal error", "RUST_BACKTRACE"] {
-            assert!(!self.stderr.contains(bad), "stderr shows a panic ({bad:?}): {}", self.show());
-        }
-        let at =
-            if self.stderr.starts_with("error: ") { Some(0) } else { self.stderr.find("\nerror: ").map(|i| i + 1) };
-        let Some(at) = at else { panic!("no `error:` line: {}", self.show()) };
-        let err = &self.stderr[at..];
-        for n in needles {
-            assert!(err.contains(n), "the error does not name {n:?}: {}", self.show());
-        }
-        err.to_string()
-    }
-}
-
-/// Runs `suite ARGS` in `cwd` with `stdin` as its standard input.
-fn suite_with_stdin(cwd: &Path, args: &[&str], stdin: &str) -> Out {
-    let mut child = Command::new(SUITE)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting suite");
-    let mut pipe = child.stdin.take().expect("piped stdin");
-    let input = stdin.to_string();
-    // Written from another thread so that a large output cannot block both sides.
-    let writer = std::thread::spawn(move || {
-        let _ = pipe.write_all(input.as_bytes());
-    });
-    let out = child.wait_with_output().expect("waiting for suite");
-    writer.join().unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Runs `suite ARGS` in `cwd` with empty standard input.
-fn suite(cwd: &Path, args: &[&str]) -> Out {
-    suite_with_stdin(cwd, args, "")
-}
 
 /// The arguments of `suite finetune text`: [`COMMON`], then `--device cpu`, `--max-steps 4`, `--max-len 32` and
 /// `--batch-size 4` unless `flags` set them, the whitespace-separated `flags`, then `more` (paths, mostly).
@@ -128,23 +42,6 @@ fn finetune(cwd: &Path, flags: &str, more: &[&str]) -> Out {
     let args = finetune_args(flags, more);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     suite(cwd, &refs)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("temporary paths are UTF-8")
-}
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temporary folder")
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn python(code: &str, args: &[&str]) -> String {
-    suite_core::python::run_python(code, args).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// The unpacked all-MiniLM-L6-v2 asset (`$SUITE_CACHE/assets/...`, as the registry finds it).
@@ -630,6 +527,9 @@ fn ner_run_evaluates_f1_and_predicts_entities() {
         let (start, end) = (e["start"].as_u64().unwrap() as usize, e["end"].as_u64().unwrap() as usize);
         assert!(start < end && end <= words.len(), "{e}");
         assert_eq!(e["text"], words[start..end].join(" "));
+        // Character offsets in the input line name the same words.
+        let (c0, c1) = (e["start_char"].as_u64().unwrap() as usize, e["end_char"].as_u64().unwrap() as usize);
+        assert_eq!(text.chars().skip(c0).take(c1 - c0).collect::<String>(), words[start..end].join(" "), "{e}");
         assert!(["PER", "LOC"].contains(&e["type"].as_str().unwrap()), "{e}");
     }
     eprintln!("NER: f1 {f1}; predicted {}", v["entities"]);
@@ -694,6 +594,9 @@ fn qa_run_evaluates_exact_and_f1_and_answers_from_the_context() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let answer = v["answer"].as_str().unwrap();
         assert!(!answer.is_empty() && context.contains(answer), "answer {answer:?} is not in the context: {line}");
+        // start/end are the answer's character offsets in the context.
+        let (start, end) = (v["start"].as_u64().unwrap() as usize, v["end"].as_u64().unwrap() as usize);
+        assert_eq!(context.chars().skip(start).take(end - start).collect::<String>(), answer, "{line}");
     }
     // A plain line is not a question.
     let out = suite_with_stdin(dir.path(), &["predict", "text", "--run", s(&run), "--device", "cpu"], "hello\n");

@@ -12,77 +12,13 @@ use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, Tensor};
 
-const SUITE: &str = env!("CARGO_BIN_EXE_suite");
+mod common;
+use common::*;
+
 const CLASSES: [&str; 3] = ["cat", "dog", "fox"];
 
 /// Flags of every training run (besides the defaults of [`finetune_args`], which a test may change).
 const COMMON: &[&str] = &["--threads", "1", "--workers", "1", "--seed", "0"];
-
-/// What a finished `suite` process left.
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    fn show(&self) -> String {
-        format!("exit code {:?}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
-    }
-
-    #[track_caller]
-    fn assert_ok(&self) -> &Self {
-        assert!(self.ok(), "suite failed: {}", self.show());
-        self
-    }
-
-    /// Asserts a clean failure of a job refused before any work: a non-zero exit code, no panic, and a stderr
-    /// that starts with `error:` (after the `run folder:` line of a job that got as far as its run folder) and
-    /// contains every `needle`. Returns the error.
-    #[track_caller]
-    fn assert_error(&self, needles: &[&str]) -> String {
-        let err = self.assert_error_after_progress(needles);
-        let before: Vec<&str> = self.stderr[..self.stderr.len() - err.len()].lines().collect();
-        assert!(
-            before.iter().all(|l| l.starts_with("run folder: ")),
-            "stderr does not start with `error:`: {}",
-            self.show()
-        );
-        err
-    }
-
-    /// Like [`Out::assert_error`] for a job that fails while training: progress lines may come first; the error
-    /// is everything from the first line that starts with `error:`.
-    #[track_caller]
-    fn assert_error_after_progress(&self, needles: &[&str]) -> String {
-        assert!(self.code.is_some_and(|c| c != 0), "expected a failure: {}", self.show());
-        for bad in ["panicked", "internal failure", "RUST_BACKTRACE"] {
-            assert!(!self.stderr.contains(bad), "stderr shows a panic ({bad:?}): {}", self.show());
-        }
-        let at =
-            if self.stderr.starts_with("error: ") { Some(0) } else { self.stderr.find("\nerror: ").map(|i| i + 1) };
-        let Some(at) = at else { panic!("no `error:` line: {}", self.show()) };
-        let err = &self.stderr[at..];
-        for n in needles {
-            assert!(err.contains(n), "the error does not name {n:?}: {}", self.show());
-        }
-        err.to_string()
-    }
-}
-
-/// Runs `suite ARGS` in `cwd`.
-fn suite(cwd: &Path, args: &[&str]) -> Out {
-    let out = Command::new(SUITE).args(args).current_dir(cwd).output().expect("starting suite");
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// The arguments of `suite finetune vision`: [`COMMON`], `--device cpu`, `--epochs 1` and `--input-size 64` unless
 /// `flags` set them, the whitespace-separated `flags`, then `more` (paths, mostly).
@@ -107,14 +43,6 @@ fn finetune(cwd: &Path, flags: &str, more: &[&str]) -> Out {
 
 /// ResNet-18 from random weights, the model of most tests.
 const R18: &str = "--model resnet18 --init random";
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("temporary paths are UTF-8")
-}
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temporary folder")
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Data
@@ -498,12 +426,6 @@ with torch.no_grad():
     logits = m(load_file(x_path)["x"])
 save_file({"logits": logits.contiguous()}, out_path)
 "#;
-
-fn python(code: &str, args: &[&str]) {
-    if let Err(e) = suite_core::python::run_python(code, args) {
-        panic!("{e:#}");
-    }
-}
 
 #[test]
 fn resnet50_from_torchvision_weights_exports_back_to_torchvision() {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, ensure, Result};
-use image::Limits;
+use image::{Limits, RgbImage};
 use rand::SeedableRng;
 use serde::Serialize;
 use suite_core::predict::{top_k, LabelScore};
@@ -51,10 +51,16 @@ impl ImagePreprocessor {
         limits.max_alloc = Some(MAX_DECODE_BYTES);
         let img = decode_bytes_limited(bytes, limits)
             .map_err(|e| anyhow!("not a decodable image ({} bytes): {e:#}", bytes.len()))?;
+        Ok(self.preprocess(&img))
+    }
+
+    /// The evaluation transform of an already decoded image (e.g. a local file read with
+    /// [`crate::data::decode_image`], as training reads them): a Float `[3, h, w]` tensor on the CPU.
+    pub fn preprocess(&self, img: &RgbImage) -> Tensor {
         // The evaluation transform draws no random numbers; the generator only satisfies the signature.
         let mut rng = suite_core::data::SampleRng::seed_from_u64(0);
         let [c, h, w] = self.input_shape();
-        Ok(Tensor::from_slice(&self.transform.apply(&img, &mut rng)).view([c as i64, h as i64, w as i64]))
+        Tensor::from_slice(&self.transform.apply(img, &mut rng)).view([c as i64, h as i64, w as i64])
     }
 }
 
@@ -98,6 +104,11 @@ impl VisionPredictor {
     /// See [`ImagePreprocessor::decode`].
     pub fn decode(&self, bytes: &[u8]) -> Result<Tensor> {
         self.pre.decode(bytes)
+    }
+
+    /// See [`ImagePreprocessor::preprocess`].
+    pub fn preprocess(&self, img: &RgbImage) -> Tensor {
+        self.pre.preprocess(img)
     }
 
     /// Classifies `images` (each a `[3, h, w]` tensor from [`VisionPredictor::decode`]) in one forward pass of the

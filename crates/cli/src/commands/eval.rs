@@ -5,10 +5,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use suite_core::data::{DataLoader, LoaderConfig};
 use suite_core::device::parse_device;
+use suite_core::runs::model_dir;
 use suite_vision::data::{load_manifest, scan_class_folders, ImageDataset, Transform};
 use suite_vision::task::{load_splits, load_timm_layout, transform_config, Augment, Inputs};
 
-use super::vision::{evaluate, model_dir};
+use super::vision::evaluate;
 use crate::args::EvalArgs;
 use crate::job::JobFile;
 

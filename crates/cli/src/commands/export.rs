@@ -2,8 +2,8 @@
 //! vision; transformers names, config.json and tokenizer files for text).
 
 use anyhow::{Context, Result};
+use suite_core::runs::model_dir;
 
-use super::vision::model_dir;
 use crate::args::ExportArgs;
 
 /// Entry point.

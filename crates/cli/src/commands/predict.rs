@@ -1,14 +1,27 @@
-//! `suite predict vision --run runs/NAME IMAGES…`: top-k labels with probabilities.
+//! `suite predict vision --run runs/NAME IMAGES…`: top-k labels with probabilities, through
+//! [`suite_vision::predict`] (the API `suite serve` answers with).
+
+use std::path::PathBuf;
 
 use anyhow::Result;
-use rand::SeedableRng;
+use serde::Serialize;
 use suite_core::device::parse_device;
-use suite_vision::data::{decode_image, Transform};
-use suite_vision::task::{load_timm_layout, transform_config, Augment, Inputs};
-use tch::{Kind, Tensor};
+use suite_vision::data::decode_image;
+use suite_vision::predict::{ImagePrediction, VisionPredictor};
+use tch::Tensor;
 
-use super::vision::model_dir;
 use crate::args::{Domain, PredictArgs};
+
+/// Images per forward pass: bounds memory on long file lists.
+const BATCH: usize = 16;
+
+/// One `--json` line: the image's path and its prediction.
+#[derive(Serialize)]
+struct Line<'a> {
+    path: String,
+    #[serde(flatten)]
+    prediction: &'a ImagePrediction,
+}
 
 /// Entry point.
 pub fn run(args: PredictArgs) -> Result<()> {
@@ -21,35 +34,31 @@ pub fn run(args: PredictArgs) -> Result<()> {
         Domain::Vision => {}
     }
     let device = parse_device(&args.device)?;
-    let mut task = load_timm_layout(&model_dir(&args.run, &args.which)?, device)?;
-    task.inputs = Inputs::Pixels;
-    let transform = Transform::eval(transform_config(&task.preprocess, Augment::None))?;
-    let [c, h, w] = transform.output_shape();
-    let k = args.top_k.clamp(1, task.classes.len());
-    let mut rng = suite_core::data::SampleRng::seed_from_u64(0);
+    let predictor = VisionPredictor::load_run(&args.run, &args.which, device)?;
     let mut failed = 0;
-    for path in &args.inputs {
-        let img = match decode_image(path) {
-            Ok(img) => img,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                failed += 1;
-                continue;
+    for chunk in args.inputs.chunks(BATCH) {
+        // Local files decode as training reads them (no server size limits); a bad one is reported and skipped.
+        let mut paths: Vec<&PathBuf> = Vec::with_capacity(chunk.len());
+        let mut images: Vec<Tensor> = Vec::with_capacity(chunk.len());
+        for path in chunk {
+            match decode_image(path) {
+                Ok(img) => {
+                    paths.push(path);
+                    images.push(predictor.preprocess(&img));
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    failed += 1;
+                }
             }
-        };
-        let x = Tensor::from_slice(&transform.apply(&img, &mut rng)).view([1, c as i64, h as i64, w as i64]);
-        let probs = tch::no_grad(|| task.logits(&x, false)).softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
-        let (p, i) = probs.topk(k as i64, -1, true, true);
-        let p = Vec::<f32>::try_from(p.view([-1]))?;
-        let i = Vec::<i64>::try_from(i.view([-1]))?;
-        let labels: Vec<&str> = i.iter().map(|&c| task.classes.name(c as usize).unwrap_or("?")).collect();
-        if args.json {
-            let top: Vec<serde_json::Value> =
-                labels.iter().zip(&p).map(|(l, p)| serde_json::json!({"label": l, "prob": p})).collect();
-            println!("{}", serde_json::json!({"path": path.display().to_string(), "top": top}));
-        } else {
-            let shown: Vec<String> = labels.iter().zip(&p).map(|(l, p)| format!("{l} {:.1}%", p * 100.0)).collect();
-            println!("{}\t{}", path.display(), shown.join("  "));
+        }
+        for (path, p) in paths.iter().zip(predictor.predict(&images, args.top_k)?) {
+            if args.json {
+                println!("{}", serde_json::to_string(&Line { path: path.display().to_string(), prediction: &p })?);
+            } else {
+                let shown: Vec<String> = p.top.iter().map(|s| format!("{} {:.1}%", s.label, s.prob * 100.0)).collect();
+                println!("{}\t{}", path.display(), shown.join("  "));
+            }
         }
     }
     if failed > 0 {

@@ -5,24 +5,25 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
 use suite_core::data::{DataLoader, LoaderConfig};
 use suite_core::device::{parse_device, seed_torch};
 use suite_core::metrics::Metrics;
-use suite_core::runs::{plot_confusion, summary_table, RunDir};
+use suite_core::runs::{model_dir, plot_confusion, summary_table, RunDir};
 use suite_core::train::{FitSummary, TrainModel, Trainer};
 use suite_text::data::{
-    read_classify_checked, read_ner_checked, read_squad, ClassifyColumns, ClassifyDataset, ClassifyExample, LabelSet,
-    NerDataset, NerSentence, QaAnswer, QaDataset, QaExample, SubwordLabels, TextTokenizer,
+    read_classify_checked, read_ner_checked, read_squad, ClassifyColumns, ClassifyDataset, LabelSet, NerDataset,
+    QaDataset, TextTokenizer,
 };
-use suite_text::metrics::{entities, Mode, Scheme};
+use suite_text::metrics::{Mode, Scheme};
+use suite_text::predict::{TextInput, TextPrediction, TextPredictor};
 use suite_text::task::{
     classify_splits, default_metric, gold_answers, load_trained, ner_splits, prepare, qa_splits, span_settings,
     HubSaver, NerEval, QaEval, SequenceReport, SequenceTask, SpanTask, TextConfig, TextData, TextJob, TextTask,
     TextTaskKind,
 };
 
-use super::vision::model_dir;
 use crate::args::{EvalArgs, PredictArgs};
 use crate::job::JobFile;
 
@@ -279,18 +280,12 @@ fn sequence_task(
     }
 }
 
-/// One input of `suite predict text`, with the line it came from.
-struct Input {
-    line: usize,
-    text: String,
-    pair: Option<String>,
-    words: Option<Vec<String>>,
-    question: Option<String>,
-}
+/// Inputs per forward pass: bounds memory on long files (the batch is padded to its longest input).
+const PREDICT_BATCH: usize = 32;
 
-/// Reads lines (plain text) or JSONL objects (`text`/`text_pair`, `tokens`, `question`/`context`) from a file or
-/// stdin.
-fn read_inputs(path: Option<&Path>) -> Result<(String, Vec<Input>)> {
+/// Reads lines (plain text) or JSONL objects (`text`/`text_pair`, `tokens`, `question`/`context`, see
+/// [`TextInput::from_json`]) from a file or stdin: the source's name, and each input with its line number.
+fn read_inputs(path: Option<&Path>) -> Result<(String, Vec<usize>, Vec<TextInput>)> {
     let (name, reader): (String, Box<dyn BufRead>) = match path {
         None => ("<stdin>".into(), Box::new(std::io::BufReader::new(std::io::stdin()))),
         Some(p) if p.as_os_str() == "-" => ("<stdin>".into(), Box::new(std::io::BufReader::new(std::io::stdin()))),
@@ -301,175 +296,75 @@ fn read_inputs(path: Option<&Path>) -> Result<(String, Vec<Input>)> {
             )),
         ),
     };
-    let mut out = Vec::new();
+    let (mut lines, mut inputs) = (Vec::new(), Vec::new());
     for (i, line) in reader.split(b'\n').enumerate() {
         let line_no = i + 1;
         let bytes = line.with_context(|| format!("{name}: read error at line {line_no}"))?;
-        let line = String::from_utf8(bytes).map_err(|e| {
-            anyhow::anyhow!("{name}, line {line_no}: not valid UTF-8 (byte {})", e.utf8_error().valid_up_to())
-        })?;
+        let line = String::from_utf8(bytes)
+            .map_err(|e| anyhow!("{name}, line {line_no}: not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()))?;
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
             continue;
         }
-        if line.trim_start().starts_with('{') {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .map_err(|e| anyhow::anyhow!("{name}, line {line_no}: not a JSON object: {e}"))?;
-            let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
-            let words = v.get("tokens").and_then(|t| t.as_array()).map(|a| {
-                a.iter().map(|w| w.as_str().map(String::from).unwrap_or_else(|| w.to_string())).collect::<Vec<_>>()
-            });
-            let text = s("text").or_else(|| s("context")).or_else(|| words.as_ref().map(|w| w.join(" ")));
-            let Some(text) = text else {
-                bail!("{name}, line {line_no}: expected a \"text\", \"tokens\" or \"context\" field");
-            };
-            out.push(Input { line: line_no, text, pair: s("text_pair"), words, question: s("question") });
+        let input = if line.trim_start().starts_with('{') {
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| anyhow!("{name}, line {line_no}: not a JSON object: {e}"))?;
+            TextInput::from_json(&v).map_err(|e| anyhow!("{name}, line {line_no}: {e:#}"))?
         } else {
-            out.push(Input { line: line_no, text: line.to_string(), pair: None, words: None, question: None });
-        }
+            TextInput::text(line)
+        };
+        lines.push(line_no);
+        inputs.push(input);
     }
-    if out.is_empty() {
+    if inputs.is_empty() {
         bail!("{name}: no input (empty)");
     }
-    Ok((name, out))
+    Ok((name, lines, inputs))
 }
 
-/// `suite predict text --run R [FILE|-]`.
+/// One `--json` line: the input's line number and its prediction.
+#[derive(Serialize)]
+struct Line<'a> {
+    line: usize,
+    #[serde(flatten)]
+    prediction: &'a TextPrediction,
+}
+
+/// `suite predict text --run R [FILE|-]`: reads the inputs, then answers them through [`TextPredictor`] (the API
+/// `suite serve` answers with), [`PREDICT_BATCH`] at a time.
 pub fn predict(args: &PredictArgs) -> Result<()> {
-    let (_, cfg) = text_job(&args.run)?;
     if args.inputs.len() > 1 {
         bail!("suite predict text reads one file (or stdin); got {} inputs", args.inputs.len());
     }
     let device = parse_device(&args.device)?;
-    let dir = model_dir(&args.run, &args.which)?;
-    let (vs, model, labels, multi_label) = load_trained(&dir, cfg.task, device)?;
-    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
-    let (name, inputs) = read_inputs(args.inputs.first().map(PathBuf::as_path))?;
-    let lc = loader_config(32);
-    match cfg.task {
-        TextTaskKind::Classify => {
-            let examples: Vec<ClassifyExample> = inputs
-                .iter()
-                .map(|i| ClassifyExample { text: i.text.clone(), text_pair: i.pair.clone(), labels: Vec::new() })
-                .collect();
-            let ds = Arc::new(ClassifyDataset::new(&examples, &tok, None, cfg.max_len, multi_label)?);
-            let task =
-                sequence_task(vs, model, TextTaskKind::Classify, LabelSet::from_names(labels), multi_label, &dir, None);
-            let k = args.top_k.clamp(1, task.labels.len());
-            let loader = DataLoader::sequential(ds, lc);
-            for batch in loader.iter_epoch(0, 0) {
-                let batch = batch?;
-                let logits = tch::no_grad(|| task.logits(&batch, false)).to_device(tch::Device::Cpu);
-                let probs = if multi_label { logits.sigmoid() } else { logits.softmax(-1, tch::Kind::Float) };
-                for (row, &item) in batch.index.iter().enumerate() {
-                    let p = Vec::<f32>::try_from(probs.get(row as i64))?;
-                    let mut order: Vec<usize> = (0..p.len()).collect();
-                    order.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
-                    let shown: Vec<(String, f32)> = if multi_label {
-                        order.iter().filter(|&&c| p[c] >= 0.5).map(|&c| (task.labels.names[c].clone(), p[c])).collect()
-                    } else {
-                        order.iter().take(k).map(|&c| (task.labels.names[c].clone(), p[c])).collect()
-                    };
-                    print_prediction(args.json, &inputs[item], &shown);
-                }
-            }
-        }
-        TextTaskKind::Ner => {
-            let sents: Vec<NerSentence> = inputs
-                .iter()
-                .map(|i| {
-                    let tokens =
-                        i.words.clone().unwrap_or_else(|| i.text.split_whitespace().map(String::from).collect());
-                    NerSentence { tags: vec!["O".into(); tokens.len()], tokens }
-                })
-                .collect();
-            let labels = LabelSet::from_names(labels);
-            let ds = Arc::new(NerDataset::new(&sents, &tok, None, cfg.max_len, SubwordLabels::First)?);
-            let task = sequence_task(vs, model, TextTaskKind::Ner, labels, false, &dir, None);
-            let loader = DataLoader::sequential(ds.clone(), lc);
-            for batch in loader.iter_epoch(0, 0) {
-                let batch = batch?;
-                let argmax = tch::no_grad(|| task.logits(&batch, false)).argmax(-1, false).to_device(tch::Device::Cpu);
-                for (row, &item) in batch.index.iter().enumerate() {
-                    let preds = Vec::<i64>::try_from(argmax.get(row as i64))?;
-                    let tags = ds.word_predictions(item, &preds, &task.labels);
-                    let words = &sents[item].tokens;
-                    let ents: Vec<serde_json::Value> = entities(&tags, Mode::Default, Scheme::Iob2)
-                        .into_iter()
-                        .map(|(ty, s, e)| serde_json::json!({"type": ty, "text": words[s..e].join(" "), "start": s, "end": e}))
-                        .collect();
-                    if args.json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"line": inputs[item].line, "tokens": words, "tags": tags, "entities": ents})
-                        );
-                    } else {
-                        let shown: Vec<String> = ents
-                            .iter()
-                            .map(|e| {
-                                format!("{} [{}]", e["text"].as_str().unwrap_or(""), e["type"].as_str().unwrap_or(""))
-                            })
-                            .collect();
-                        println!(
-                            "{}\t{}",
-                            inputs[item].line,
-                            if shown.is_empty() { "(no entities)".into() } else { shown.join("  ") }
-                        );
-                    }
-                }
-            }
-        }
-        TextTaskKind::Qa => {
-            let mut examples = Vec::new();
-            for i in &inputs {
-                let Some(q) = &i.question else {
-                    bail!(
-                        "{name}, line {}: question answering needs JSONL lines with \"question\" and \"context\"",
-                        i.line
-                    );
-                };
-                examples.push(QaExample {
-                    id: i.line.to_string(),
-                    question: q.clone(),
-                    context: i.text.clone(),
-                    answers: Vec::<QaAnswer>::new(),
-                    is_impossible: false,
-                });
-            }
-            let ds = Arc::new(QaDataset::new(&examples, &tok, cfg.max_len, cfg.doc_stride)?);
-            let task = SpanTask {
-                vs,
-                model,
-                settings: span_settings(&cfg),
-                eval: None,
-                tokenizer_dir: dir.clone(),
-                saver: Box::new(HubSaver),
-                last_predictions: Vec::new(),
-            };
-            let loader = DataLoader::sequential(ds.clone(), lc);
-            let preds = task.predict(&ds, &mut loader.iter_epoch(0, 0))?;
-            for p in preds {
-                if args.json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"line": p.id.parse::<usize>().unwrap_or(0), "answer": p.text, "score": p.score})
-                    );
-                } else {
-                    println!("{}\t{}\t{:.3}", p.id, p.text, p.score);
-                }
+    let predictor = TextPredictor::load_run(&args.run, &args.which, device)?;
+    let (name, lines, inputs) = read_inputs(args.inputs.first().map(PathBuf::as_path))?;
+    // Every input is checked before any is answered, so a bad line stops the job before it prints anything.
+    for (line, input) in lines.iter().zip(&inputs) {
+        predictor.check(input).map_err(|e| anyhow!("{name}, line {line}: {e:#}"))?;
+    }
+    for (lines, inputs) in lines.chunks(PREDICT_BATCH).zip(inputs.chunks(PREDICT_BATCH)) {
+        for (&line, prediction) in lines.iter().zip(&predictor.predict(inputs, args.top_k)?) {
+            if args.json {
+                println!("{}", serde_json::to_string(&Line { line, prediction })?);
+            } else {
+                println!("{line}\t{}", plain(prediction));
             }
         }
     }
     Ok(())
 }
 
-fn print_prediction(json: bool, input: &Input, shown: &[(String, f32)]) {
-    if json {
-        let top: Vec<serde_json::Value> =
-            shown.iter().map(|(l, p)| serde_json::json!({"label": l, "prob": p})).collect();
-        println!("{}", serde_json::json!({"line": input.line, "top": top}));
-    } else {
-        let s: Vec<String> = shown.iter().map(|(l, p)| format!("{l} {:.1}%", p * 100.0)).collect();
-        println!("{}\t{}", input.line, s.join("  "));
+/// The plain-text form of a prediction (after the line number and a tab).
+fn plain(prediction: &TextPrediction) -> String {
+    match prediction {
+        TextPrediction::Labels { top } => {
+            top.iter().map(|s| format!("{} {:.1}%", s.label, s.prob * 100.0)).collect::<Vec<_>>().join("  ")
+        }
+        TextPrediction::Entities { entities, .. } if entities.is_empty() => "(no entities)".into(),
+        TextPrediction::Entities { entities, .. } => {
+            entities.iter().map(|e| format!("{} [{}]", e.text, e.kind)).collect::<Vec<_>>().join("  ")
+        }
+        TextPrediction::Answer { answer, score, .. } => format!("{answer}\t{score:.3}"),
     }
 }

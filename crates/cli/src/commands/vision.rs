@@ -1,6 +1,6 @@
 //! The vision job: prepare data and model, train, then write the evaluation report of the best model.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use suite_core::data::{DataLoader, Dataset};
@@ -94,17 +94,4 @@ pub fn write_report(run: &RunDir, task: &ClassifierTask, metrics: &Metrics, summ
     rows.push(("curves".into(), run.curves_path().display().to_string()));
     println!("{}", summary_table(&rows));
     Ok(())
-}
-
-/// The best (or final) model folder of a run.
-pub fn model_dir(run: &Path, which: &str) -> Result<PathBuf> {
-    let dir = match which {
-        "best" => run.join("best"),
-        "final" => run.join("final"),
-        _ => anyhow::bail!("--which {which:?}: expected best or final"),
-    };
-    if !dir.join("model.safetensors").exists() && !dir.join("adapter.safetensors").exists() {
-        anyhow::bail!("{}: no saved model (has the run finished an evaluation?)", dir.display());
-    }
-    Ok(dir)
 }
