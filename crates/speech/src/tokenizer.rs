@@ -36,6 +36,8 @@ pub struct WhisperTokenizer {
     transcribe: i64,
     translate: i64,
     start_of_prev: Option<i64>,
+    start_of_lm: Option<i64>,
+    no_speech: Option<i64>,
     /// `(code, id)` in id order: `en` first, as in OpenAI's list.
     languages: Vec<(String, i64)>,
 }
@@ -70,6 +72,9 @@ impl WhisperTokenizer {
             transcribe: id("<|transcribe|>")?,
             translate,
             start_of_prev: id("<|startofprev|>").ok(),
+            start_of_lm: id("<|startoflm|>").ok(),
+            // Named `<|nocaptions|>` in the original vocabularies, `<|nospeech|>` in large-v3's.
+            no_speech: id("<|nospeech|>").or_else(|_| id("<|nocaptions|>")).ok(),
             languages,
             inner,
             path: path.to_path_buf(),
@@ -109,6 +114,23 @@ impl WhisperTokenizer {
     /// `<|startofprev|>`, which introduces a text prompt (absent from some tokenizers).
     pub fn start_of_prev(&self) -> Option<i64> {
         self.start_of_prev
+    }
+
+    /// `<|startoflm|>` (absent from some tokenizers).
+    pub fn start_of_lm(&self) -> Option<i64> {
+        self.start_of_lm
+    }
+
+    /// `<|nospeech|>` (`<|nocaptions|>` before large-v3), whose probability after `<|startoftranscript|>` says
+    /// whether a window holds speech at all.
+    pub fn no_speech(&self) -> Option<i64> {
+        self.no_speech
+    }
+
+    /// `<|0.00|>`, the first timestamp token: timestamps are every id from here on, 0.02 s apart. They are not
+    /// listed in tokenizer.json; they follow `<|notimestamps|>` in every Whisper vocabulary.
+    pub fn timestamp_begin(&self) -> i64 {
+        self.no_timestamps + 1
     }
 
     /// The id of `<|task|>`.
@@ -158,6 +180,14 @@ impl WhisperTokenizer {
             return Ok(vec![self.sot, self.no_timestamps]);
         }
         Ok(vec![self.sot, self.language_token(language)?, self.task_token(task), self.no_timestamps])
+    }
+
+    /// The prompt of timestamped decoding: [`prompt`](Self::prompt) without its final `<|notimestamps|>`
+    /// (`<|startoftranscript|><|lang|><|task|>`).
+    pub fn sot_sequence(&self, language: &str, task: Task) -> Result<Vec<i64>> {
+        let mut p = self.prompt(language, task)?;
+        p.pop();
+        Ok(p)
     }
 
     /// Text → token ids, without special tokens. A leading space is added when the text has none, because

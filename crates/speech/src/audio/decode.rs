@@ -1,7 +1,7 @@
 //! Audio files to mono `f32` samples: symphonia for WAV (8/16/24/32-bit PCM, float), FLAC, MP3 and OGG/Vorbis;
 //! channels are averaged, as `soundfile`/`librosa` users do before Whisper's feature extractor.
 
-use std::fs::File;
+use std::io::Cursor;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -38,24 +38,102 @@ fn is_eof(e: &SymphoniaError) -> bool {
 /// Decodes an audio file to mono samples at its own rate. A file cut short is decoded up to where it stops
 /// (symphonia reads packets until the end of the data); one cut inside its header is an error that says so.
 pub fn decode_file(path: &Path) -> Result<Audio> {
-    let shown = path.display();
+    let shown = path.display().to_string();
     let meta = std::fs::metadata(path).with_context(|| format!("{shown}: cannot read audio file"))?;
     if !meta.is_file() {
         bail!("{shown}: not a file");
     }
-    if meta.len() == 0 {
+    let bytes = std::fs::read(path).with_context(|| format!("{shown}: cannot read audio file"))?;
+    let ext = path.extension().and_then(|e| e.to_str());
+    decode_bytes(bytes, ext, &shown)
+}
+
+/// Decodes audio held in memory (an upload) to 16 kHz mono samples, as [`load_audio`] does for a file. `hint` is
+/// a file name, an extension (`wav`, `.mp3`) or a MIME type (`audio/flac`); the content decides in the end. Every
+/// malformed input — empty, not audio, a header with impossible values, damaged data — is an error that starts
+/// with `audio:`, never a panic.
+pub fn decode_audio_bytes(bytes: &[u8], hint: Option<&str>) -> Result<Vec<f32>> {
+    let audio = decode_bytes(bytes.to_vec(), hint, "audio")?;
+    to_target_rate(audio, "audio")
+}
+
+/// Symphonia's hint from a file name, an extension or a MIME type.
+fn make_hint(hint: Option<&str>) -> Hint {
+    let mut h = Hint::new();
+    if let Some(raw) = hint.map(str::trim).filter(|s| !s.is_empty()) {
+        if raw.contains('/') && !raw.contains('.') {
+            h.mime_type(raw);
+        } else {
+            h.with_extension(raw.rsplit('.').next().unwrap_or(raw));
+        }
+    }
+    h
+}
+
+/// The checks symphonia does not make before it divides by a header field: a RIFF/WAVE `fmt ` chunk that declares
+/// 0 channels, a 0 Hz sample rate or a 0-byte frame makes it panic (`TimeBase cannot have 0 numerator or
+/// denominator`), so such a header is refused here with the field named.
+fn check_wav_header(bytes: &[u8], shown: &str) -> Result<()> {
+    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return Ok(());
+    }
+    let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
+    let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let (id, size) = (&bytes[at..at + 4], u32_at(at + 4) as usize);
+        let body = at + 8;
+        if id == b"fmt " {
+            if body + 16 > bytes.len() {
+                bail!("{shown}: truncated file: it ends inside the audio header");
+            }
+            if size < 16 {
+                bail!("{shown}: malformed WAV header: a fmt chunk of {size} bytes, expected at least 16");
+            }
+            let (channels, rate, block_align) = (u16_at(body + 2), u32_at(body + 4), u16_at(body + 12));
+            if channels == 0 {
+                bail!("{shown}: the WAV header declares 0 channels");
+            }
+            if rate == 0 {
+                bail!("{shown}: the WAV header declares a sample rate of 0 Hz");
+            }
+            if block_align == 0 {
+                bail!("{shown}: the WAV header declares 0-byte sample frames (block align 0)");
+            }
+            return Ok(());
+        }
+        // Chunks are padded to an even size.
+        at = body.saturating_add(size).saturating_add(size & 1);
+    }
+    Ok(())
+}
+
+/// Decodes a whole file's bytes; `shown` names it in errors. Symphonia runs under `catch_unwind`: a panic on some
+/// header value not checked above becomes an error too.
+fn decode_bytes(bytes: Vec<u8>, hint: Option<&str>, shown: &str) -> Result<Audio> {
+    if bytes.is_empty() {
         bail!("{shown}: empty file (0 bytes), expected audio (WAV, FLAC, MP3 or OGG/Vorbis)");
     }
-    let file = File::open(path).with_context(|| format!("{shown}: cannot open audio file"))?;
-    let stream = MediaSourceStream::new(Box::new(file), Default::default());
-    let mut hint = Hint::new();
-    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
-        hint.with_extension(ext);
+    check_wav_header(&bytes, shown)?;
+    let hint = make_hint(hint);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_symphonia(bytes, &hint, shown))) {
+        Ok(result) => result,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("malformed data");
+            bail!("{shown}: cannot decode the audio: {why}")
+        }
     }
+}
+
+fn decode_symphonia(bytes: Vec<u8>, hint: &Hint, shown: &str) -> Result<Audio> {
+    let stream = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
     // Gapless trims the MP3 encoder delay and padding, so the sample count is the one the encoder was given.
     let format_opts = FormatOptions { enable_gapless: true, ..Default::default() };
-    let probed = match symphonia::default::get_probe().format(&hint, stream, &format_opts, &MetadataOptions::default())
-    {
+    let probed = match symphonia::default::get_probe().format(hint, stream, &format_opts, &MetadataOptions::default()) {
         Ok(p) => p,
         Err(e) if is_eof(&e) => bail!("{shown}: truncated file: it ends inside the audio header"),
         Err(SymphoniaError::Unsupported(_)) => {
@@ -71,6 +149,9 @@ pub fn decode_file(path: &Path) -> Result<Audio> {
         .with_context(|| format!("{shown}: no audio track in the file"))?;
     let track_id = track.id;
     let params = track.codec_params.clone();
+    if params.sample_rate == Some(0) {
+        bail!("{shown}: the audio stream declares a sample rate of 0 Hz");
+    }
     let mut decoder = symphonia::default::get_codecs()
         .make(&params, &DecoderOptions::default())
         .map_err(|e| anyhow::anyhow!("{shown}: unsupported audio codec: {e}"))?;
@@ -109,7 +190,7 @@ pub fn decode_file(path: &Path) -> Result<Audio> {
         let spec = *decoded.spec();
         sample_rate = spec.rate;
         channels = spec.channels.count();
-        if decoded.frames() == 0 {
+        if decoded.frames() == 0 || channels == 0 {
             continue;
         }
         let needed = decoded.capacity() as u64;
@@ -146,6 +227,10 @@ fn downmix_into(interleaved: &[f32], channels: usize, out: &mut Vec<f32>) {
 /// Decodes a file and resamples it to 16 kHz mono, the input of Whisper's feature extractor.
 pub fn load_audio(path: &Path) -> Result<Vec<f32>> {
     let audio = decode_file(path)?;
+    to_target_rate(audio, &path.display().to_string())
+}
+
+fn to_target_rate(audio: Audio, shown: &str) -> Result<Vec<f32>> {
     resample(&audio.samples, audio.sample_rate, TARGET_SAMPLE_RATE)
-        .with_context(|| format!("{}: resampling {} Hz to 16 kHz", path.display(), audio.sample_rate))
+        .with_context(|| format!("{shown}: resampling {} Hz to 16 kHz", audio.sample_rate))
 }

@@ -100,6 +100,82 @@ impl LogMel {
     }
 }
 
+impl LogMel {
+    /// Log-mel of a whole recording for long-form transcription, as faster-whisper's `FeatureExtractor` (and,
+    /// but for the length of the zero padding, openai-whisper's `log_mel_spectrogram`) computes it: 160 zero
+    /// samples appended, frames every hop, the STFT's last frame dropped, and one maximum for the whole recording
+    /// (not per window). Returns `[n_mels, len / hop + 1]` Float on CPU; the last frame is padding, so the
+    /// content is the first `len / hop` frames.
+    ///
+    /// Computed in blocks of one window of frames, so memory stays bounded on hour-long audio.
+    pub fn recording(&self, samples: &[f32]) -> Tensor {
+        let hop = self.cfg.hop_length as usize;
+        let n_fft = self.cfg.n_fft as usize;
+        let mut x: Vec<f64> = samples.iter().map(|&v| v as f64).collect();
+        x.extend(std::iter::repeat_n(0.0, hop));
+        let padded = reflect_pad(&x, n_fft / 2);
+        // Frames of a centred STFT, minus the last.
+        let frames = x.len() / hop;
+        let block = self.cfg.n_frames().max(1) as usize;
+        let mut parts = Vec::new();
+        let mut f0 = 0;
+        while f0 < frames {
+            let f1 = (f0 + block).min(frames);
+            let piece = &padded[f0 * hop..(f1 - 1) * hop + n_fft];
+            let t = Tensor::from_slice(piece).unsqueeze(0);
+            let spec = t.stft(
+                self.cfg.n_fft,
+                self.cfg.hop_length,
+                self.cfg.n_fft,
+                Some(&self.window),
+                false,
+                true,
+                true,
+                false,
+            );
+            let power = spec.abs().square().squeeze_dim(0);
+            parts.push(self.filters.matmul(&power).clamp_min(1e-10).log10());
+            f0 = f1;
+        }
+        if parts.is_empty() {
+            return Tensor::zeros([self.cfg.n_mels, 0], (Kind::Float, Device::Cpu));
+        }
+        let mel = Tensor::cat(&parts, 1);
+        let max = mel.max();
+        let floored = mel.maximum(&(max - 8.0));
+        ((floored + 4.0) / 4.0).to_kind(Kind::Float)
+    }
+
+    /// The window of `recording` features `[n_mels, frames]` that starts at frame `start` and spans `len` frames,
+    /// zero-padded to the model's window (3000 frames), as faster-whisper's and openai-whisper's `pad_or_trim`
+    /// pad the features (with 0, not with the log-mel of silence).
+    pub fn window_at(&self, recording: &Tensor, start: i64, len: i64) -> Tensor {
+        let n = self.cfg.n_frames();
+        let len = len.min(n).max(0);
+        let piece = recording.narrow(1, start, len);
+        if len == n {
+            return piece.contiguous();
+        }
+        piece.constant_pad_nd([0, n - len])
+    }
+}
+
+/// `np.pad(x, pad, mode="reflect")`: mirrored about the first and last samples (repeatedly, when `x` is shorter
+/// than `pad`).
+fn reflect_pad(x: &[f64], pad: usize) -> Vec<f64> {
+    let n = x.len() as i64;
+    if n <= 1 {
+        return vec![x.first().copied().unwrap_or(0.0); x.len() + 2 * pad];
+    }
+    let period = 2 * (n - 1);
+    (-(pad as i64)..n + pad as i64)
+        .map(|i| {
+            let m = i.rem_euclid(period);
+            x[(if m < n { m } else { period - m }) as usize]
+        })
+        .collect()
+}
+
 /// Splits long audio into consecutive windows of `window` samples (the last one may be short). A `window` of 0
 /// yields the whole input as one window.
 pub fn windows(samples: &[f32], window: usize) -> Vec<&[f32]> {

@@ -297,3 +297,41 @@ fn bad_audio_files_are_clear_errors() -> Result<()> {
     assert!(e.contains("zero.wav") && e.contains("zero audio samples"), "{e}");
     Ok(())
 }
+
+/// Uploads are decoded from memory: the same samples as from the file, and every malformed input an error that
+/// names the audio and what is wrong (symphonia panics on a 0 Hz WAV header unless it is refused first).
+#[test]
+fn audio_bytes_decode_like_files_and_bad_bytes_are_errors() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let samples: Vec<i16> = (0..8000).map(|i| ((i as f32 * 0.05).sin() * 20000.0) as i16).collect();
+    let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let wav = wav_bytes(1, 1, 8000, 16, &data);
+    let path = dir.path().join("tone.wav");
+    std::fs::write(&path, &wav)?;
+    assert_eq!(decode_audio_bytes(&wav, None)?, load_audio(&path)?);
+    assert_eq!(decode_audio_bytes(&wav, Some("upload.wav"))?, load_audio(&path)?);
+    assert_eq!(decode_audio_bytes(&wav, Some("audio/wav"))?.len(), 16000);
+
+    let err = |bytes: &[u8]| match decode_audio_bytes(bytes, Some("wav")) {
+        Ok(s) => panic!("{} bytes decoded to {} samples, expected an error", bytes.len(), s.len()),
+        Err(e) => format!("{e:#}"),
+    };
+    let e = err(b"");
+    assert!(e.starts_with("audio: empty file (0 bytes)"), "{e}");
+    let e = err("these are meeting notes, not audio\n".repeat(20).as_bytes());
+    assert!(e.contains("not a recognised audio format"), "{e}");
+    let e = err(&wav_bytes(1, 1, 0, 16, &data));
+    assert!(e.contains("sample rate of 0 Hz"), "{e}");
+    let e = err(&wav_bytes(1, 0, 16000, 16, &data));
+    assert!(e.contains("0 channels"), "{e}");
+    let e = err(&wav[..30]);
+    assert!(e.contains("truncated"), "{e}");
+    let e = err(&wav_bytes(1, 1, 16000, 16, &[]));
+    assert!(e.contains("zero audio samples"), "{e}");
+    // The same header through a file names the file.
+    let zero = dir.path().join("rate0.wav");
+    std::fs::write(&zero, wav_bytes(1, 1, 0, 16, &data))?;
+    let e = error_of(&zero);
+    assert!(e.contains("rate0.wav") && e.contains("sample rate of 0 Hz"), "{e}");
+    Ok(())
+}

@@ -11,7 +11,7 @@ use crate::models::{load_whisper, resolve_whisper};
 use crate::tokenizer::WhisperTokenizer;
 
 /// `(file stem, reference)` from the `transcription` file (`<s> text </s> (stem)` per line).
-fn references() -> Result<Vec<(String, String)>> {
+pub(super) fn references() -> Result<Vec<(String, String)>> {
     let dir = crate::models::parity_tests::librivox_dir();
     let text = std::fs::read_to_string(dir.join("transcription"))?;
     text.lines()
