@@ -18,6 +18,10 @@ pub struct ModelInfo {
     pub task: String,
     /// Class names or tags (empty for speech and QA).
     pub labels: Vec<String>,
+    /// Vision: the decoder and evaluation transform, run on the blocking pool so that decoding overlaps the
+    /// inference thread's forward passes.
+    #[serde(skip)]
+    pub preprocessor: Option<suite_vision::predict::ImagePreprocessor>,
 }
 
 /// The queue of a served model, by domain.

@@ -7,6 +7,7 @@ mod export;
 mod finetune;
 mod predict;
 mod report;
+mod serve;
 mod speech;
 mod text;
 mod vision;
@@ -25,5 +26,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(a) => data::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Transcribe(a) => speech::transcribe(a),
+        Command::Serve(a) => serve::run(a),
     }
 }

@@ -43,7 +43,7 @@ impl SpeechEngine {
     pub fn load(spec: &str, device: tch::Device) -> anyhow::Result<(Self, ModelInfo)> {
         let loaded = suite_speech::task::load_for_inference(spec, device)?;
         let mel = LogMel::new(suite_speech::audio::MelConfig::whisper(loaded.model.config.num_mel_bins));
-        let info = ModelInfo { task: "transcribe".into(), labels: Vec::new() };
+        let info = ModelInfo { task: "transcribe".into(), labels: Vec::new(), preprocessor: None };
         Ok((Self { loaded, mel }, info))
     }
 

@@ -29,7 +29,8 @@ impl TextEngine {
     /// Loads the `which` model of a text run.
     pub fn load(run: &Path, which: &str, device: tch::Device) -> anyhow::Result<(Self, ModelInfo)> {
         let predictor = TextPredictor::load_run(run, which, device)?;
-        let info = ModelInfo { task: predictor.task_name().into(), labels: predictor.labels().to_vec() };
+        let info =
+            ModelInfo { task: predictor.task_name().into(), labels: predictor.labels().to_vec(), preprocessor: None };
         Ok((Self { predictor }, info))
     }
 

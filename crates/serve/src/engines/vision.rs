@@ -1,8 +1,8 @@
-//! Image classification: images decoded and transformed one by one, then stacked into one forward pass.
+//! Image classification: images arrive decoded and transformed (the handlers do that on the blocking pool), and a
+//! batch is stacked into one forward pass.
 
 use std::path::Path;
 
-use axum::body::Bytes;
 use suite_vision::predict::{ImagePrediction, VisionPredictor};
 
 use crate::error::AppError;
@@ -11,8 +11,8 @@ use crate::worker::{Engine, Queue};
 
 /// One image to classify.
 pub struct VisionRequest {
-    /// The encoded image (PNG, JPEG, …) as the client sent it.
-    pub image: Bytes,
+    /// The model's input `[3, h, w]`, from [`suite_vision::predict::ImagePreprocessor::decode`].
+    pub image: tch::Tensor,
     /// Labels wanted, most probable first.
     pub top_k: usize,
 }
@@ -29,7 +29,11 @@ impl VisionEngine {
     /// Loads the `which` model of a vision run.
     pub fn load(run: &Path, which: &str, device: tch::Device) -> anyhow::Result<(Self, ModelInfo)> {
         let predictor = VisionPredictor::load_run(run, which, device)?;
-        let info = ModelInfo { task: "image-classification".into(), labels: predictor.labels().to_vec() };
+        let info = ModelInfo {
+            task: "image-classification".into(),
+            labels: predictor.labels().to_vec(),
+            preprocessor: Some(predictor.preprocessor()),
+        };
         Ok((Self { predictor }, info))
     }
 }
@@ -39,34 +43,23 @@ impl Engine for VisionEngine {
     type Response = ImagePrediction;
 
     fn run(&mut self, batch: Vec<VisionRequest>) -> Vec<Result<ImagePrediction, AppError>> {
-        let decoded: Vec<Result<tch::Tensor, AppError>> = batch
-            .iter()
-            .map(|r| self.predictor.decode(&r.image).map_err(|e| AppError::bad("file", format!("{e:#}"))))
-            .collect();
-        let images: Vec<tch::Tensor> =
-            decoded.iter().filter_map(|d| d.as_ref().ok().map(|t| t.shallow_clone())).collect();
+        let images: Vec<tch::Tensor> = batch.iter().map(|r| r.image.shallow_clone()).collect();
+        // The batch runs with its largest k; the ranking is the same for a smaller one.
         let k = batch.iter().map(|r| r.top_k).max().unwrap_or(1);
-        let mut predicted = if images.is_empty() {
-            Vec::new().into_iter()
-        } else {
-            match self.predictor.predict(&images, k) {
-                Ok(p) => p.into_iter(),
-                Err(e) => {
-                    let msg = format!("{e:#}");
-                    return batch.iter().map(|_| Err(AppError::Internal(msg.clone()))).collect();
-                }
+        match self.predictor.predict(&images, k) {
+            Ok(predicted) if predicted.len() == batch.len() => predicted
+                .into_iter()
+                .zip(&batch)
+                .map(|(mut p, r)| {
+                    p.top.truncate(r.top_k.max(1));
+                    Ok(p)
+                })
+                .collect(),
+            Ok(_) => batch.iter().map(|_| Err(AppError::Internal("a prediction is missing".into()))).collect(),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                batch.iter().map(|_| Err(AppError::Internal(msg.clone()))).collect()
             }
-        };
-        decoded
-            .into_iter()
-            .zip(&batch)
-            .map(|(d, r)| {
-                d.map(drop)?;
-                let mut p = predicted.next().ok_or_else(|| AppError::Internal("a prediction is missing".into()))?;
-                // The batch ran with its largest k; the ranking is the same for a smaller one.
-                p.top.truncate(r.top_k.max(1));
-                Ok(p)
-            })
-            .collect()
+        }
     }
 }

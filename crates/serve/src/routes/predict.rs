@@ -36,12 +36,18 @@ pub async fn predict(
     query: Result<Query<PredictQuery>, axum::extract::rejection::QueryRejection>,
     req: Request,
 ) -> Result<Response, AppError> {
-    let (served, _) = state.model(&id)?;
+    let (served, info) = state.model(&id)?;
     let Query(query) = query.map_err(|e| from_rejection(e.status(), e.body_text(), "top_k"))?;
     let body = match &served.handle {
         Handle::Vision(queue) => {
-            let (image, top_k) = vision_body(&state, req).await?;
+            let (bytes, top_k) = vision_body(&state, req).await?;
             let top_k = check_top_k(top_k.or(query.top_k))?;
+            let pre = info.preprocessor.clone().ok_or_else(|| AppError::Internal("no image preprocessor".into()))?;
+            // Decoding is CPU work: on the blocking pool, beside the inference thread, never on the runtime's.
+            let image = tokio::task::spawn_blocking(move || pre.decode(&bytes))
+                .await
+                .map_err(|_| AppError::Internal("image decoding failed inside libtorch".into()))?
+                .map_err(|e| AppError::bad("file", format!("{e:#}")))?;
             let p = queue.submit(VisionRequest { image, top_k }).await?;
             json!({"model": id, "top": p.top})
         }

@@ -27,7 +27,9 @@ pub fn vision_targets(spec: &ModelSpec, model: &dyn ImageClassifier) -> PeftTarg
     let head = vec![format!("{}.", model.head_prefix())];
     let convs = match spec.architecture {
         Architecture::EfficientNetLite(_) => s(&["_conv_stem", "_expand_conv", "_project_conv", "_conv_head"]),
-        _ => s(&["conv1", "conv2", "conv3"]),
+        // Basic blocks (ResNet-18/34) have two convolutions, bottlenecks (ResNet-50 and up) three.
+        Architecture::ResNet(c) if c.block == crate::models::BlockKind::Basic => s(&["conv1", "conv2"]),
+        Architecture::ResNet(_) => s(&["conv1", "conv2", "conv3"]),
     };
     PeftTargets {
         default_lora: convs.clone(),
