@@ -49,7 +49,8 @@ fn predict_vision(dir: &Path, run: &Path, images: &[PathBuf]) -> Vec<Value> {
 
 /// `suite predict text --json` of each line.
 fn predict_text(dir: &Path, run: &Path, texts: &[&str]) -> Vec<Value> {
-    let out = suite_with_stdin(dir, &["predict", "text", "--run", s(run), "--json", "--device", "cpu"], &texts.join("\n"));
+    let out =
+        suite_with_stdin(dir, &["predict", "text", "--run", s(run), "--json", "--device", "cpu"], &texts.join("\n"));
     out.assert_ok();
     json_lines(&out)
 }
@@ -67,8 +68,7 @@ fn served_answers_equal_predict_and_transcribe_and_bad_requests_do_not_stop_the_
     let dir = dir.path();
     let vision = vision_run(dir);
     let text = text_run(dir);
-    let images: Vec<PathBuf> =
-        CLASSES.iter().map(|c| dir.join("shapes/val").join(c).join("0.png")).collect();
+    let images: Vec<PathBuf> = CLASSES.iter().map(|c| dir.join("shapes/val").join(c).join("0.png")).collect();
     let texts = ["the referee and the goal", "a soup with butter", "tennis bread", "nothing at all"];
     let wavs = [librivox(AMIABLE), librivox(LONGEST)];
 
@@ -80,9 +80,22 @@ fn served_answers_equal_predict_and_transcribe_and_bad_requests_do_not_stop_the_
     let server = Server::start(
         dir,
         &[
-            "--run", &format!("{}=shapes", s(&vision)), "--run", &format!("{}=topics", s(&text)),
-            "--model", "whisper-base", "--max-batch", "8", "--max-wait-ms", "50", "--max-body-mb", "2",
-            "--threads", "2", "--device", "cpu",
+            "--run",
+            &format!("{}=shapes", s(&vision)),
+            "--run",
+            &format!("{}=topics", s(&text)),
+            "--model",
+            "whisper-base",
+            "--max-batch",
+            "8",
+            "--max-wait-ms",
+            "50",
+            "--max-body-mb",
+            "2",
+            "--threads",
+            "2",
+            "--device",
+            "cpu",
         ],
     );
     server.wait_ready();
@@ -256,8 +269,18 @@ fn api_key_queue_limit_and_graceful_shutdown() {
     let server = Server::start(
         dir,
         &[
-            "--model", "whisper-base", "--api-key-file", s(&key_file), "--max-batch", "1", "--max-queue", "1",
-            "--threads", "2", "--device", "cpu",
+            "--model",
+            "whisper-base",
+            "--api-key-file",
+            s(&key_file),
+            "--max-batch",
+            "1",
+            "--max-queue",
+            "1",
+            "--threads",
+            "2",
+            "--device",
+            "cpu",
         ],
     );
     server.wait_ready();

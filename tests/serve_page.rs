@@ -9,13 +9,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::path::Path;
+use std::process::Command;
 
+use common::serve::{text_run, vision_run, Server, CLASSES};
 use common::*;
 use serde_json::Value;
 
@@ -25,161 +22,7 @@ const KEY: &str = "page-test-key-0123";
 /// Probabilities shown by the page vs printed by `suite predict` (the issue's tolerance).
 const TOL: f64 = 1e-5;
 
-const CLASSES: [&str; 3] = ["circle", "square", "stripes"];
 const LABELS: [&str; 2] = ["food", "sport"];
-
-// ---------------------------------------------------------------------------------------------------------------
-// Tiny runs
-
-/// A 40×40 PNG of class `class`: a class colour with stripes in a class-specific direction and seeded noise.
-fn write_image(path: &Path, class: usize, seed: usize) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let base = [[200u8, 60, 60], [60, 200, 60], [60, 60, 200]][class % 3];
-    let img = image::RgbImage::from_fn(40, 40, |x, y| {
-        let stripe = match class % 3 {
-            0 => x / 4 % 2,
-            1 => y / 4 % 2,
-            _ => (x + y) / 4 % 2,
-        } as u8;
-        let h = ((x as u64 * 73_856_093) ^ (y as u64 * 19_349_663) ^ (seed as u64 * 83_492_791))
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        image::Rgb(base.map(|b| b.saturating_sub(40 * stripe).saturating_add((h >> 59) as u8)))
-    });
-    img.save(path).unwrap();
-}
-
-/// A ResNet-18 (random init, 64-px input, one epoch) on two images per class; returns the run.
-fn vision_run(dir: &Path) -> PathBuf {
-    for (split, n, seed) in [("train", 2, 0), ("val", 1, 10_000)] {
-        for (c, name) in CLASSES.iter().enumerate() {
-            for i in 0..n {
-                write_image(&dir.join("shapes").join(split).join(name).join(format!("{i}.png")), c, seed + 100 * c + i);
-            }
-        }
-    }
-    let (data, run) = (dir.join("shapes"), dir.join("vision-run"));
-    let flags = "finetune vision --model resnet18 --init random --input-size 64 --epochs 1 --threads 1 --workers 1 \
-                 --seed 0 --device cpu";
-    let mut args: Vec<&str> = flags.split_whitespace().collect();
-    args.extend(["--data", s(&data), "--out", s(&run)]);
-    suite(dir, &args).assert_ok();
-    run
-}
-
-/// all-MiniLM-L6-v2 with a 2-label head after 4 steps on short sport/food texts; returns the run.
-fn text_run(dir: &Path) -> PathBuf {
-    let sport = ["football", "goal", "match", "team", "referee", "tennis"];
-    let food = ["soup", "bread", "oven", "recipe", "cheese", "butter"];
-    let csv = |n: usize, offset: usize| {
-        let mut out = String::from("text,label\n");
-        for i in offset..offset + n {
-            out.push_str(&format!("the {} and the {},sport\n", sport[i % 6], sport[(i * 5 + 1) % 6]));
-            out.push_str(&format!("a {} with {},food\n", food[i % 6], food[(i * 5 + 2) % 6]));
-        }
-        out
-    };
-    let (train, val, run) = (dir.join("train.csv"), dir.join("val.csv"), dir.join("text-run"));
-    std::fs::write(&train, csv(8, 0)).unwrap();
-    std::fs::write(&val, csv(2, 20)).unwrap();
-    let flags = "finetune text --max-steps 4 --max-len 32 --batch-size 4 --lr 3e-4 --threads 1 --workers 1 --seed 0 \
-                 --device cpu";
-    let mut args: Vec<&str> = flags.split_whitespace().collect();
-    args.extend(["--data", s(&train), "--val-data", s(&val), "--out", s(&run)]);
-    suite(dir, &args).assert_ok();
-    run
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// The server
-
-/// `suite serve` on a free port; killed on drop.
-struct Server {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(cwd: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(SUITE)
-            .arg("serve")
-            .args(args)
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting suite serve");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let lines = log.clone();
-        // Reads stderr to its end (the server logs every request), noting the bound address.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening on http://") {
-                    let url = line[at + "listening on ".len()..].split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(url.trim_end_matches('/').to_string());
-                }
-                let mut l = lines.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(600)) {
-            Ok(url) => url,
-            Err(_) => panic!("suite serve printed no `listening on http://…`:\n{}", log.lock().unwrap()),
-        };
-        Self { child, base, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// A plain HTTP/1.1 request (`Connection: close`): the status and the body as JSON.
-    fn request(&self, method: &str, path: &str, key: Option<&str>) -> (u16, Value) {
-        let host = self.base.trim_start_matches("http://");
-        let mut stream = TcpStream::connect(host).unwrap_or_else(|e| panic!("connecting to {host}: {e}"));
-        stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-        let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).unwrap();
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP header end: {text}"));
-        let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status code");
-        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-        let body = if chunked { dechunk(body) } else { body.to_string() };
-        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}"));
-        (status, json)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The payload of a chunked HTTP body.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // References
@@ -249,8 +92,7 @@ fn the_page_shows_what_predict_and_transcribe_print_in_a_headless_browser() {
 
     let vision_arg = format!("{}=shapes", s(&vision));
     let text_arg = format!("{}=topics", s(&text));
-    let mut args: Vec<&str> =
-        "--model whisper-base --host 127.0.0.1 --port 0 --device cpu --threads 1".split(' ').collect();
+    let mut args: Vec<&str> = "--model whisper-base --host 127.0.0.1 --device cpu --threads 1".split(' ').collect();
     args.extend(["--run", &vision_arg, "--run", &text_arg, "--api-key-file", s(&key_file)]);
     let server = Server::start(dir.path(), &args);
 

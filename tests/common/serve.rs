@@ -1,7 +1,8 @@
 //! Serving fixtures: tiny vision and text runs, the real `suite serve` on a free port, and the Python clients of
 //! `tests/py/`.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -42,8 +43,28 @@ pub fn vision_run(dir: &Path) -> PathBuf {
     }
     let (data, run) = (dir.join("shapes"), dir.join("vision-run"));
     let args = [
-        "finetune", "vision", "--model", "resnet18", "--init", "random", "--input-size", "64", "--epochs", "1",
-        "--threads", "1", "--workers", "1", "--seed", "0", "--device", "cpu", "--data", s(&data), "--out", s(&run),
+        "finetune",
+        "vision",
+        "--model",
+        "resnet18",
+        "--init",
+        "random",
+        "--input-size",
+        "64",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--workers",
+        "1",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--data",
+        s(&data),
+        "--out",
+        s(&run),
     ];
     suite(dir, &args).assert_ok();
     run
@@ -65,9 +86,30 @@ pub fn text_run(dir: &Path) -> PathBuf {
     std::fs::write(&train, csv(8, 0)).unwrap();
     std::fs::write(&val, csv(2, 20)).unwrap();
     let args = [
-        "finetune", "text", "--max-steps", "4", "--max-len", "32", "--batch-size", "4", "--lr", "3e-4",
-        "--threads", "1", "--workers", "1", "--seed", "0", "--device", "cpu", "--data", s(&train), "--val-data",
-        s(&val), "--out", s(&run),
+        "finetune",
+        "text",
+        "--max-steps",
+        "4",
+        "--max-len",
+        "32",
+        "--batch-size",
+        "4",
+        "--lr",
+        "3e-4",
+        "--threads",
+        "1",
+        "--workers",
+        "1",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--data",
+        s(&train),
+        "--val-data",
+        s(&val),
+        "--out",
+        s(&run),
     ];
     suite(dir, &args).assert_ok();
     run
@@ -136,6 +178,28 @@ impl Server {
         panic!("models not loaded after 10 minutes:\n{}", self.log());
     }
 
+    /// A plain HTTP/1.1 request (`Connection: close`): the status and the body as JSON.
+    pub fn request(&self, method: &str, path: &str, key: Option<&str>) -> (u16, Value) {
+        let host = self.base.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(host).unwrap_or_else(|e| panic!("connecting to {host}: {e}"));
+        stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP header end: {text}"));
+        let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status code");
+        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+        let body = if chunked { dechunk(body) } else { body.to_string() };
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}"));
+        (status, json)
+    }
+
     /// Runs `tests/py/serve_clients.py BASE COMMAND ARGS` and parses what it prints.
     pub fn clients(&self, command: &str, args: &Value) -> Value {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/py/serve_clients.py");
@@ -149,4 +213,18 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The payload of a chunked HTTP body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }
