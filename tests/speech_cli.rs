@@ -7,69 +7,9 @@
 //! evaluation and two optimizer steps, and the long recording is 2 minutes (4 windows) rather than 10.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-const SUITE: &str = env!("CARGO_BIN_EXE_suite");
-
-/// What a finished `suite` process left.
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn show(&self) -> String {
-        format!("exit code {:?}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
-    }
-
-    #[track_caller]
-    fn assert_ok(&self) -> &Self {
-        assert_eq!(self.code, Some(0), "suite failed: {}", self.show());
-        self
-    }
-
-    /// A clean failure: non-zero exit, no panic, an `error:` line containing every needle.
-    #[track_caller]
-    fn assert_error(&self, needles: &[&str]) {
-        assert!(self.code.is_some_and(|c| c != 0), "expected a failure: {}", self.show());
-        for bad in ["panicked", "internal failure", "RUST_BACKTRACE"] {
-            assert!(!self.stderr.contains(bad), "stderr shows a panic ({bad:?}): {}", self.show());
-        }
-        let errors: Vec<&str> = self.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
-        for n in needles {
-            assert!(errors.iter().any(|e| e.contains(n)), "no error line names {n:?}: {}", self.show());
-        }
-    }
-}
-
-fn suite(cwd: &Path, args: &[&str]) -> Out {
-    let out = Command::new(SUITE).args(args).current_dir(cwd).output().expect("starting suite");
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("temporary paths are UTF-8")
-}
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temporary folder")
-}
-
-fn python(code: &str, args: &[&str]) -> String {
-    suite_core::python::run_python(code, args).unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-fn librivox(id: &str) -> PathBuf {
-    let cache = std::env::var_os("SUITE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/suite"));
-    cache.join(format!("assets/pocketsphinx-testdata/usr/share/pocketsphinx/test/data/librivox/{id}.wav"))
-}
+mod common;
+use common::*;
 
 /// "he might even have been made amiable himself"
 const AMIABLE: &str = "sense_and_sensibility_01_austen_64kb-0930";
@@ -304,4 +244,77 @@ fn manifest_rows_with_a_missing_file_or_no_language_are_named() {
         &["finetune", "speech", "--data", s(&m), "--val-data", s(&m), "--language", "xx", "--out", s(&d.join("run"))],
     );
     out.assert_error(&["m.jsonl: row 1", "\"xx\" is not a Whisper language"]);
+}
+
+/// `HH:MM:SS,mmm` / `HH:MM:SS.mmm` as openai-whisper's subtitle writers format a time.
+fn subtitle_time(seconds: f64, marker: char) -> String {
+    let ms = (seconds * 1000.0).round() as u64;
+    format!("{:02}:{:02}:{:02}{marker}{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+}
+
+/// `--format verbose_json` carries OpenAI's fields (language by name, the file's duration as Python's `wave`
+/// reads it, timed segments); `--format srt` and `vtt` are those segments in openai-whisper's subtitle layout;
+/// with `--output-dir` each file gets its own subtitle file.
+#[test]
+fn transcribe_writes_subtitles_and_verbose_json() {
+    let dir = tmp();
+    let d = dir.path();
+    let good = librivox(AMIABLE);
+    let out = suite(d, &["transcribe", "--format", "verbose_json", s(&good)]);
+    out.assert_ok();
+    let v: serde_json::Value =
+        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", out.show()));
+    assert_eq!(v["file"], s(&good));
+    assert_eq!(v["task"], "transcribe");
+    assert_eq!(v["language"], "english");
+    let frames =
+        python("import sys, wave\nw = wave.open(sys.argv[1])\nprint(w.getnframes() / w.getframerate())", &[s(&good)]);
+    let seconds: f64 = frames.trim().parse().unwrap();
+    assert!((v["duration"].as_f64().unwrap() - seconds).abs() < 1e-9, "{v}");
+    assert!(v["text"].as_str().unwrap().to_lowercase().contains("amiable"), "{v}");
+    let segments = v["segments"].as_array().unwrap();
+    assert!(!segments.is_empty(), "{v}");
+    let (mut srt, mut vtt) = (String::new(), String::from("WEBVTT\n\n"));
+    for (i, seg) in segments.iter().enumerate() {
+        let (start, end) = (seg["start"].as_f64().unwrap(), seg["end"].as_f64().unwrap());
+        assert!(0.0 <= start && start < end && end <= seconds + 0.02, "{seg}");
+        let text = seg["text"].as_str().unwrap().trim();
+        srt.push_str(&format!("{}\n{} --> {}\n{text}\n\n", i + 1, subtitle_time(start, ','), subtitle_time(end, ',')));
+        vtt.push_str(&format!("{} --> {}\n{text}\n\n", subtitle_time(start, '.'), subtitle_time(end, '.')));
+    }
+    let out = suite(d, &["transcribe", "--format", "srt", s(&good)]);
+    out.assert_ok();
+    assert_eq!(out.stdout, srt);
+    assert!(out.stdout.starts_with("1\n00:00:00,000 --> 00:00:0"), "{}", out.show());
+
+    let other = librivox("sense_and_sensibility_01_austen_64kb-0880");
+    let subs = d.join("subs");
+    let out = suite(d, &["transcribe", "--format", "vtt", "--output-dir", s(&subs), s(&good), s(&other)]);
+    out.assert_ok();
+    let written: Vec<&str> = out.stdout.lines().collect();
+    let expected = [subs.join(format!("{AMIABLE}.vtt")), subs.join("sense_and_sensibility_01_austen_64kb-0880.vtt")];
+    assert_eq!(written, expected.iter().map(|p| s(p)).collect::<Vec<_>>(), "{}", out.show());
+    assert_eq!(std::fs::read_to_string(&expected[0]).unwrap(), vtt);
+    let second = std::fs::read_to_string(&expected[1]).unwrap();
+    assert!(second.starts_with("WEBVTT\n\n00:00:0") && second.to_lowercase().contains("disposed"), "{second}");
+}
+
+/// A WAV header that declares a sample rate of 0 makes symphonia panic; suite refuses it first, naming the file.
+#[test]
+fn a_wav_with_sample_rate_zero_is_a_clean_error() {
+    let dir = tmp();
+    let d = dir.path();
+    let bad = d.join("rate0.wav");
+    let mut wav = std::fs::read(librivox(AMIABLE)).unwrap();
+    // The sample-rate field of the canonical 44-byte header.
+    assert_eq!(&wav[12..16], b"fmt ");
+    wav[24..28].copy_from_slice(&0u32.to_le_bytes());
+    std::fs::write(&bad, wav).unwrap();
+    let out = suite(d, &["transcribe", "--format", "srt", s(&bad)]);
+    assert_eq!(out.code, Some(2), "{}", out.show());
+    out.assert_error(&["rate0.wav", "sample rate of 0 Hz", "1 of 1 file(s)"]);
+    let out = suite(d, &["transcribe", "--format", "xml", s(&bad)]);
+    out.assert_error(&["--format xml", "txt, json, srt, vtt or verbose_json"]);
+    let out = suite(d, &["transcribe", "--temperature", "hot", s(&bad)]);
+    out.assert_error(&["--temperature hot"]);
 }

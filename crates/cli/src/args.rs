@@ -446,6 +446,16 @@ pub struct DataArgs {
 
 /// `suite transcribe`.
 #[derive(Debug, Args)]
+#[command(after_long_help = "\
+Long recordings are transcribed as openai-whisper's transcribe() does: 30-s windows read from where the last
+timestamp left off, each window decoded again at a higher temperature when its text is too repetitive or too
+unlikely, silent windows skipped, each window prompted with the text before it.
+
+Output: without --output-dir, txt prints `FILE<TAB>LANGUAGE<TAB>TEXT` per file, json and verbose_json one JSON
+object per file and line (with a \"file\" field), and srt/vtt the subtitles — of several files, each after a
+`==> FILE <==` line. With --output-dir DIR, each file's result is written to DIR/NAME.txt, .json, .srt, .vtt or
+.verbose.json (NAME: the audio file's name without its extension), as the whisper CLI does, and stdout lists the
+files written.")]
 pub struct TranscribeArgs {
     /// Audio files (WAV, FLAC, MP3, OGG); longer than 30 s is transcribed window by window.
     #[arg(required = true)]
@@ -468,9 +478,25 @@ pub struct TranscribeArgs {
     /// Beam size (1 = greedy).
     #[arg(long, default_value_t = 1)]
     pub beam: usize,
-    /// One JSON object per file instead of text lines.
+    /// Output format: `txt` (default), `json`, `srt`, `vtt` or `verbose_json` (segments with times).
+    #[arg(long, default_value = "txt")]
+    pub format: String,
+    /// Same as `--format json`: one JSON object per file instead of text lines.
     #[arg(long)]
     pub json: bool,
+    /// Write each file's result to DIR/NAME.EXT instead of printing it.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Sampling temperature: one number starts the fallback ladder there (rising by 0.2 up to 1.0, default 0), a
+    /// comma-separated list (`0,0.4,0.8`) is the ladder itself.
+    #[arg(long, default_value = "0")]
+    pub temperature: String,
+    /// Text that prompts the first window (names, spelling, style).
+    #[arg(long)]
+    pub initial_prompt: Option<String>,
+    /// Decode each window without the previous text as its prompt.
+    #[arg(long)]
+    pub no_condition_on_previous_text: bool,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "auto")]
     pub device: String,

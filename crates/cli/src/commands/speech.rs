@@ -12,7 +12,9 @@ use suite_core::runs::{atomic_write, summary_table, RunDir};
 use suite_core::train::{FitSummary, TrainModel, Trainer};
 use suite_speech::audio::{load_audio, LogMel, MelConfig};
 use suite_speech::data::read_speech_data;
-use suite_speech::decode::{transcribe_long, DecodeOptions};
+use suite_speech::decode::{
+    render, transcribe_long, transcribe_timed, DecodeOptions, ResponseFormat, TranscribeOptions, Transcription,
+};
 use suite_speech::task::{
     is_model_dir, labelled_clips, load_for_inference, prepare, score, speech_splits, LoadedWhisper, Prediction,
     SpeechConfig, SpeechDataset, SpeechJob, SpeechSaver, SpeechTaskKind, WhisperTask,
@@ -193,12 +195,78 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// `suite transcribe FILES…`: each file window by window; a file that fails is reported and skipped, and the exit
-/// status says whether any failed.
+/// What `suite transcribe --format` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputFormat {
+    /// `FILE<TAB>LANGUAGE<TAB>TEXT` lines, or the text alone in a file.
+    Txt,
+    /// One `{"file", "language", "text", "duration_s"}` object per line, or OpenAI's `{"text"}` in a file.
+    Json,
+    /// One of OpenAI's subtitle or verbose formats.
+    Openai(ResponseFormat),
+}
+
+impl OutputFormat {
+    fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "txt" => Self::Txt,
+            "json" => Self::Json,
+            "srt" => Self::Openai(ResponseFormat::Srt),
+            "vtt" => Self::Openai(ResponseFormat::Vtt),
+            "verbose_json" => Self::Openai(ResponseFormat::VerboseJson),
+            _ => bail!("--format {name}: expected txt, json, srt, vtt or verbose_json"),
+        })
+    }
+
+    /// The extension of the file written under `--output-dir`.
+    fn extension(self) -> &'static str {
+        match self {
+            Self::Txt => "txt",
+            Self::Json => "json",
+            Self::Openai(ResponseFormat::Srt) => "srt",
+            Self::Openai(ResponseFormat::Vtt) => "vtt",
+            Self::Openai(_) => "verbose.json",
+        }
+    }
+}
+
+/// `--temperature`: one number starts openai-whisper's fallback ladder there (+0.2 up to 1.0, as its CLI's
+/// `temperature_increment_on_fallback`); a comma-separated list is the ladder.
+fn temperature_ladder(arg: &str) -> Result<Vec<f64>> {
+    let values: Vec<f64> = arg
+        .split(',')
+        .map(|v| v.trim().parse::<f64>().ok().filter(|t| t.is_finite() && *t >= 0.0))
+        .collect::<Option<_>>()
+        .with_context(|| format!("--temperature {arg}: expected a number ≥ 0 or a comma-separated list of them"))?;
+    if values.len() > 1 {
+        return Ok(values);
+    }
+    let first = values[0];
+    // Steps counted, not summed, so that 0.6 comes out as 0.6 and not 0.6000000000000001.
+    let steps = if first <= 1.0 { ((1.0 - first) / 0.2 + 1e-6).floor() as usize } else { 0 };
+    Ok((0..=steps).map(|i| ((first + 0.2 * i as f64) * 1e6).round() / 1e6).collect())
+}
+
+/// `suite transcribe FILES…`: each file as openai-whisper's `transcribe()` (timestamps, seeking, temperature
+/// fallback); a file that fails is reported and skipped, and the exit status says whether any failed.
 pub fn transcribe(args: TranscribeArgs) -> Result<()> {
     let task: SpeechTaskKind = args.task.parse().map_err(|e: String| anyhow!("--task: {e}"))?;
     if args.beam == 0 {
         bail!("--beam 0: expected 1 (greedy) or more (beam search)");
+    }
+    let format = if args.json { OutputFormat::Json } else { OutputFormat::parse(&args.format)? };
+    let opts = TranscribeOptions {
+        language: args.language.clone(),
+        task: task.into(),
+        beam_size: args.beam,
+        temperatures: temperature_ladder(&args.temperature)?,
+        initial_prompt: args.initial_prompt.clone(),
+        condition_on_previous_text: !args.no_condition_on_previous_text,
+        ..TranscribeOptions::default()
+    };
+    opts.validate()?;
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("--output-dir {}: cannot create it", dir.display()))?;
     }
     let device = parse_device(&args.device)?;
     let spec = match (&args.run, &args.model) {
@@ -211,12 +279,7 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
         loaded.tokenizer.prompt(lang, task.into()).with_context(|| format!("--language {lang}"))?;
     }
     let mel = LogMel::new(MelConfig::whisper(loaded.model.config.num_mel_bins));
-    let opts = DecodeOptions {
-        language: args.language.clone(),
-        task: task.into(),
-        beam_size: args.beam,
-        ..DecodeOptions::default()
-    };
+    let several = args.files.len() > 1;
     let mut failed = 0;
     for file in &args.files {
         let shown = file.display().to_string();
@@ -224,31 +287,70 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
             if samples.is_empty() {
                 bail!("{shown}: no audio in the file (0 samples)");
             }
-            let t = tch::no_grad(|| transcribe_long(&loaded.model, &loaded.tokenizer, &samples, &mel, &opts))?;
-            Ok((t, samples.len() as f64 / 16_000.0))
-        });
-        match result {
-            Ok((t, seconds)) if args.json => println!(
-                "{}",
-                serde_json::json!({"file": shown, "language": t.language, "text": t.text, "duration_s": seconds})
-            ),
-            Ok((t, _)) => println!("{shown}\t{}\t{}", t.language, t.text),
-            Err(e) => {
-                let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-                let msg = chain.join(": ");
-                if msg.contains(&shown) {
-                    eprintln!("error: {msg}");
-                } else {
-                    eprintln!("error: {shown}: {msg}");
+            let mut t = transcribe_timed(&loaded.model, &loaded.tokenizer, &mel, &[&samples], &opts)?;
+            let t = t.pop().context("no transcription")?;
+            match &args.output_dir {
+                Some(dir) => {
+                    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    let out = dir.join(format!("{stem}.{}", format.extension()));
+                    let body = match format {
+                        OutputFormat::Txt => render(&t, ResponseFormat::Text, opts.task),
+                        OutputFormat::Json => render(&t, ResponseFormat::Json, opts.task) + "\n",
+                        OutputFormat::Openai(f) => render(&t, f, opts.task),
+                    };
+                    atomic_write(&out, body.as_bytes())?;
+                    println!("{}", out.display());
                 }
-                failed += 1;
+                None => print!("{}", printed(&shown, &t, format, opts.task, several)),
             }
+            Ok(())
+        });
+        if let Err(e) = result {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            let msg = chain.join(": ");
+            if msg.contains(&shown) {
+                eprintln!("error: {msg}");
+            } else {
+                eprintln!("error: {shown}: {msg}");
+            }
+            failed += 1;
         }
     }
     if failed > 0 {
         bail!("{failed} of {} file(s) could not be transcribed", args.files.len());
     }
     Ok(())
+}
+
+/// A file's result on stdout: a line for txt, json and verbose_json (which gains a `"file"` field), the subtitles
+/// for srt and vtt — after a `==> FILE <==` line when there are several files.
+fn printed(
+    shown: &str,
+    t: &Transcription,
+    format: OutputFormat,
+    task: suite_speech::tokenizer::Task,
+    several: bool,
+) -> String {
+    match format {
+        OutputFormat::Txt => format!("{shown}\t{}\t{}\n", t.language, t.text),
+        OutputFormat::Json => format!(
+            "{}\n",
+            serde_json::json!({"file": shown, "language": t.language, "text": t.text, "duration_s": t.duration})
+        ),
+        OutputFormat::Openai(ResponseFormat::VerboseJson) => {
+            let body = render(t, ResponseFormat::VerboseJson, task);
+            // The body is an object: `{"file": …,` goes in front of its fields, which keep OpenAI's order.
+            format!("{{\"file\":{},{}\n", serde_json::Value::from(shown), &body[1..])
+        }
+        OutputFormat::Openai(f) => {
+            let subtitles = render(t, f, task);
+            if several {
+                format!("==> {shown} <==\n{subtitles}")
+            } else {
+                subtitles
+            }
+        }
+    }
 }
 
 /// The LibriVox utterances of pocketsphinx's test data (16 kHz mono WAV) with their transcripts, in file order.
