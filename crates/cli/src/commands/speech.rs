@@ -241,10 +241,7 @@ fn temperature_ladder(arg: &str) -> Result<Vec<f64>> {
     if values.len() > 1 {
         return Ok(values);
     }
-    let first = values[0];
-    // Steps counted, not summed, so that 0.6 comes out as 0.6 and not 0.6000000000000001.
-    let steps = if first <= 1.0 { ((1.0 - first) / 0.2 + 1e-6).floor() as usize } else { 0 };
-    Ok((0..=steps).map(|i| ((first + 0.2 * i as f64) * 1e6).round() / 1e6).collect())
+    Ok(TranscribeOptions::fallback_temperatures(values[0]))
 }
 
 /// `suite transcribe FILES…`: each file as openai-whisper's `transcribe()` (timestamps, seeking, temperature

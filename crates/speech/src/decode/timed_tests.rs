@@ -218,6 +218,18 @@ fn a_batch_transcribes_each_recording_as_alone() -> Result<()> {
         }
     }
     assert!(together[1].segments.iter().any(|s| s.seek > 0), "the 35-s recordings take two windows");
+
+    // Sampling (temperature 0.7, best of 3) is seeded per window: the same draws alone, in a batch, and again.
+    let sampled = TranscribeOptions { temperatures: vec![0.7], best_of: 3, seed: 7, ..opts };
+    let pair: Vec<&[f32]> = vec![&clips[4], &clips[2]];
+    let together = transcribe_timed(&model, &tok, &mel, &pair, &sampled)?;
+    assert_eq!(transcribe_timed(&model, &tok, &mel, &pair, &sampled)?, together);
+    for (input, batched) in pair.iter().zip(&together) {
+        let alone = transcribe_timed(&model, &tok, &mel, &[input], &sampled)?.remove(0);
+        println!("sampled at 0.7: {}", alone.text);
+        assert_eq!(batched.text, alone.text);
+        assert!(alone.segments.iter().all(|s| s.temperature == 0.7), "{alone:?}");
+    }
     Ok(())
 }
 
@@ -232,6 +244,24 @@ fn options_are_validated_by_name() {
     let e = bad(TranscribeOptions { logprob_threshold: Some(f64::NAN), ..d.clone() });
     assert!(e.starts_with("logprob_threshold = NaN"), "{e}");
     assert!(d.validate().is_ok());
+    assert_eq!(TranscribeOptions::fallback_temperatures(0.0), d.temperatures);
+    assert_eq!(TranscribeOptions::fallback_temperatures(0.5), vec![0.5, 0.7, 0.9]);
+    assert_eq!(TranscribeOptions::fallback_temperatures(1.0), vec![1.0]);
+    assert_eq!(TranscribeOptions::fallback_temperatures(1.5), vec![1.5]);
+}
+
+/// Nothing to transcribe is not an error: no audio at all, and five seconds of silence (skipped as no speech).
+#[test]
+fn empty_audio_and_silence_give_empty_transcripts() -> Result<()> {
+    let (_vs, model, tok, _) = whisper_base()?;
+    let mel = LogMel::new(MelConfig::whisper(80));
+    let silence = vec![0f32; 5 * 16000];
+    let out = transcribe_timed(&model, &tok, &mel, &[&[], &silence], &TranscribeOptions::default())?;
+    assert_eq!((out[0].duration, out[0].text.as_str(), out[0].segments.len()), (0.0, "", 0));
+    assert_eq!(out[1].duration, 5.0);
+    println!("silence: {:?}", out[1]);
+    assert!(out[1].text.is_empty(), "{:?}", out[1]);
+    Ok(())
 }
 
 /// openai-whisper's `transcribe()` cuts: pairs of timestamps close segments; a single final timestamp means the
@@ -357,5 +387,47 @@ fn compression_ratio_matches_python_zlib() -> Result<()> {
         worst = worst.max((ours - theirs).abs());
     }
     assert!(worst < 1e-9, "largest difference {worst}");
+    Ok(())
+}
+
+/// faster-whisper with `beam_size=5` (and sampling fallback) on the five clips: `{path: [segments]}`.
+const FASTER_WHISPER_BEAM: &str = r#"
+import json, sys, wave
+import numpy as np
+from faster_whisper import WhisperModel
+
+model = WhisperModel(sys.argv[1], device="cpu", compute_type="float32", cpu_threads=2)
+out = {}
+for path in sys.argv[2:]:
+    w = wave.open(path)
+    audio = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768.0
+    segments, info = model.transcribe(audio, beam_size=5, language="en", vad_filter=False, word_timestamps=False)
+    out[path] = [{"start": s.start, "end": s.end, "text": s.text} for s in segments]
+print(json.dumps(out))
+"#;
+
+/// Beam search (5 beams) with timestamps gives faster-whisper's segments on each clip.
+#[test]
+fn beam_search_segments_match_faster_whisper() -> Result<()> {
+    let (_vs, model, tok, files) = whisper_base()?;
+    let dir = tempfile::tempdir()?;
+    ct2_folder(&files, dir.path())?;
+    let clips: Vec<String> = IDS.iter().map(|i| clip(i).to_str().unwrap().to_string()).collect();
+    let mut args = vec![dir.path().to_str().unwrap()];
+    args.extend(clips.iter().map(String::as_str));
+    let reference: serde_json::Value =
+        serde_json::from_str(&suite_core::python::run_python(FASTER_WHISPER_BEAM, &args)?)?;
+    let mel = LogMel::new(MelConfig::whisper(80));
+    let opts = TranscribeOptions { beam_size: 5, language: Some("en".into()), ..Default::default() };
+    let audio: Vec<Vec<f32>> = clips.iter().map(|c| load_audio(Path::new(c))).collect::<Result<_>>()?;
+    let inputs: Vec<&[f32]> = audio.iter().map(Vec::as_slice).collect();
+    let results = transcribe_timed(&model, &tok, &mel, &inputs, &opts)?;
+    for (c, t) in clips.iter().zip(&results) {
+        let b = theirs(&serde_json::json!({ "segments": reference[c] }));
+        let a = ours(t);
+        let (same, worst) = compare(&a, &b);
+        println!("{c}: {same}/{} identical, largest difference {worst:.3} s\n  {a:?}\n  {b:?}", a.len());
+        assert!(same == a.len() && a.len() == b.len(), "{a:?}\n{b:?}");
+    }
     Ok(())
 }

@@ -58,6 +58,15 @@ impl Default for TranscribeOptions {
 }
 
 impl TranscribeOptions {
+    /// The fallback ladder that starts at `start`: `start`, `start + 0.2`, … up to 1.0 (just `start` above 1), as
+    /// openai-whisper's CLI builds it from `--temperature` and `--temperature_increment_on_fallback 0.2`, and as
+    /// OpenAI's API reads its `temperature` field (0 = fall back automatically).
+    pub fn fallback_temperatures(start: f64) -> Vec<f64> {
+        let steps = if start <= 1.0 { ((1.0 - start) / 0.2 + 1e-6).floor().max(0.0) as usize } else { 0 };
+        // Counted, not summed, and rounded, so that 0.6 comes out as 0.6 and not 0.6000000000000001.
+        (0..=steps).map(|i| ((start + 0.2 * i as f64) * 1e6).round() / 1e6).collect()
+    }
+
     /// Checks the numbers; an error names the field and what was expected.
     pub fn validate(&self) -> Result<()> {
         if self.beam_size == 0 {
