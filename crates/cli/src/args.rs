@@ -32,6 +32,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Transcribe (or translate) audio files with Whisper or a speech run's model.
     Transcribe(TranscribeArgs),
+    /// Serve models over HTTP: prediction for vision and text runs, OpenAI's audio API for Whisper.
+    Serve(ServeArgs),
 }
 
 /// A domain.
@@ -522,4 +524,53 @@ pub struct BenchArgs {
     /// `serve`: the vision run to serve (default: a head-only EfficientNet-Lite0 fine-tune on generated images).
     #[arg(long)]
     pub vision_run: Option<PathBuf>,
+}
+
+/// `suite serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A run folder to serve (any domain, with or without a PEFT adapter); `DIR=ID` names it (default: the
+    /// folder's name). Repeat for more models.
+    #[arg(long = "run", value_name = "DIR[=ID]")]
+    pub runs: Vec<String>,
+    /// A base Whisper model by registry name (`whisper-base`), hub id or folder; `NAME=ID` names it. Repeatable.
+    #[arg(long = "model", value_name = "NAME[=ID]")]
+    pub models: Vec<String>,
+    /// Which model of each run: best or final.
+    #[arg(long, default_value = "best")]
+    pub which: String,
+    /// Address to listen on (127.0.0.1 keeps the server to this machine; 0.0.0.0 opens it to the network).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0 picks a free one; the address is printed once bound).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Most requests answered by one forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: usize,
+    /// Longest wait, in milliseconds, for more requests once one is queued.
+    #[arg(long, default_value_t = 5)]
+    pub max_wait_ms: u64,
+    /// Most requests waiting per model; one more gets 503 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    pub max_queue: usize,
+    /// Largest request body, in MB (OpenAI's audio API allows 25).
+    #[arg(long, default_value_t = 25.0)]
+    pub max_body_mb: f64,
+    /// A file whose first line is the API key; every route but /health and the page then needs
+    /// `Authorization: Bearer KEY`. The SUITE_API_KEY environment variable does the same.
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+    /// Beam size of Whisper decoding (1 = greedy).
+    #[arg(long, default_value_t = 1)]
+    pub beam: usize,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for requests in flight.
+    #[arg(long, default_value_t = 30)]
+    pub drain_s: u64,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// libtorch threads (default: libtorch's own choice).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
