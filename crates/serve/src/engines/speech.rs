@@ -98,7 +98,7 @@ impl Engine for SpeechEngine {
                         let format = batch[i].format;
                         results[i] = Some(Ok(SpeechReply {
                             body: render(&t, format, options.task),
-                            content_type: content_type(format),
+                            content_type: format.content_type(),
                         }));
                     }
                 }
@@ -111,13 +111,5 @@ impl Engine for SpeechEngine {
             }
         }
         results.into_iter().map(|r| r.unwrap_or_else(|| Err(AppError::Internal("unanswered".into())))).collect()
-    }
-}
-
-/// OpenAI's content types: JSON for json and verbose_json, plain text for the others.
-fn content_type(format: ResponseFormat) -> &'static str {
-    match format {
-        ResponseFormat::Json | ResponseFormat::VerboseJson => "application/json",
-        ResponseFormat::Text | ResponseFormat::Srt | ResponseFormat::Vtt => "text/plain; charset=utf-8",
     }
 }

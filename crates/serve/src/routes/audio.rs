@@ -73,18 +73,6 @@ async fn read_form(state: &Arc<AppState>, req: Request) -> Result<Form, AppError
     Ok(form)
 }
 
-/// Temperatures tried in turn: from the requested one up by 0.2 (OpenAI: "If set to 0, the model will use log
-/// probability to automatically increase the temperature until certain thresholds are hit").
-fn temperature_ladder(t: f64) -> Vec<f64> {
-    let mut ladder = vec![t];
-    let mut next = t + 0.2;
-    while next <= 1.0 + 1e-9 {
-        ladder.push((next * 10.0).round() / 10.0);
-        next += 0.2;
-    }
-    ladder
-}
-
 async fn audio(State(state): State<Arc<AppState>>, req: Request, task: Task) -> Result<Response, AppError> {
     let form = read_form(&state, req).await?;
     let (audio, filename) =
@@ -142,7 +130,9 @@ async fn audio(State(state): State<Arc<AppState>>, req: Request, task: Task) -> 
         language,
         task,
         beam_size: state.beam_size,
-        temperatures: temperature_ladder(temperature),
+        // OpenAI: "If set to 0, the model will use log probability to automatically increase the temperature
+        // until certain thresholds are hit": the ladder starts at the given temperature.
+        temperatures: TranscribeOptions::fallback_temperatures(temperature),
         initial_prompt: form.prompt.filter(|p| !p.trim().is_empty()),
         ..TranscribeOptions::default()
     };
