@@ -344,4 +344,11 @@ fn bad_serve_arguments_are_clear_errors() {
     std::fs::write(&empty, "\n").unwrap();
     suite(dir, &["serve", "--model", "whisper-base", "--api-key-file", s(&empty)]).assert_error(&["empty"]);
     suite(dir, &["serve", "--model", "whisper-base", "--model", "whisper-base"]).assert_error(&["two models"]);
+    // A run folder whose model never got saved: the server stops with the load error, exit 2.
+    let fake = dir.join("fake-run");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(fake.join("config.toml"), "[text]\nmodel = \"x\"\n").unwrap();
+    let out = suite(dir, &["serve", "--run", s(&fake), "--port", "0"]);
+    assert_eq!(out.code, Some(2), "{}", out.show());
+    out.assert_error_after_progress(&["model fake-run", "no saved model"]);
 }
