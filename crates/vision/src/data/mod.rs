@@ -18,7 +18,8 @@ mod tests;
 pub use augment::ColorJitter;
 pub use dataset::{ImageBatch, ImageDataset};
 pub use decode::{
-    check_decodable, check_decodable_sets, decode_bytes, decode_bytes_limited, decode_image, validate, BadFile, IMG_EXTENSIONS,
+    check_decodable, check_decodable_sets, decode_bytes, decode_bytes_limited, decode_image, validate, BadFile,
+    IMG_EXTENSIONS,
 };
 pub use mnist::{prepare_mnist5k, Mnist5k};
 pub use sources::{load_image_folder, load_manifest, scan_class_folders, stratified_split, ClassList, DataSplits};
