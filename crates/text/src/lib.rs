@@ -2,6 +2,7 @@
 //! data readers, task heads and metrics for sequence classification, NER and extractive QA.
 //!
 //! No training loop lives here: [`task`] implements [`suite_core::train::TrainModel`] and the core trains it.
+pub mod chat;
 pub mod data;
 pub mod metrics;
 pub mod models;
