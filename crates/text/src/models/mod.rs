@@ -7,11 +7,13 @@
 //! models load by name and exports load back into `AutoModelFor…`.
 
 mod bert;
+mod causal;
 mod config;
 mod distilbert;
 mod export;
 mod heads;
 mod layers;
+mod llama;
 mod load;
 pub mod registry;
 mod roberta;
@@ -20,13 +22,17 @@ mod text_model;
 #[cfg(test)]
 mod config_tests;
 #[cfg(test)]
+mod llama_tests;
+#[cfg(test)]
 mod parity_tests;
 
 pub use bert::BertModel;
+pub use causal::{CausalLm, CausalLmInfo, KvCache};
 pub use config::{Activation, EncoderConfig, ModelType, SUPPORTED_MODEL_TYPES};
 pub use distilbert::DistilBertModel;
 pub use export::{copy_tokenizer_files, TOKENIZER_FILES};
 pub use heads::Head;
+pub use llama::{LlamaConfig, LlamaForCausalLm, RopeScaling, LLAMA_MODEL_TYPES};
 pub use registry::{known_models, minilm_asset_dir, resolve_text_model, TextModelFiles, DEFAULT_TEXT_MODEL};
 pub use roberta::{roberta_position_ids, RobertaModel};
 pub use text_model::TextModel;

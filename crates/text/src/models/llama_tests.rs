@@ -1,0 +1,217 @@
+//! Parity of [`LlamaForCausalLm`] with transformers 5 in suite's pinned Python environment, on random weights:
+//! Python seeds a tiny `LlamaForCausalLM` / `Qwen2ForCausalLM`, `save_pretrained`s it and writes its logits for
+//! fixed ids; Rust loads the folder by name and compares. The KV-cache tests check that a prompt followed by
+//! single-token (and multi-token) steps gives the full sequence's logits.
+
+use serde_json::json;
+use suite_core::python::run_python;
+use suite_core::weights::read_safetensors;
+use tch::{Device, Kind, Tensor};
+
+use super::*;
+
+const TOL: f64 = 1e-4;
+
+/// Builds the model of `case` with seed 0, saves it into `argv[1]` and writes `ids` and `logits` (eval mode) to
+/// `argv[1]/ref.safetensors`.
+const REFERENCE: &str = r#"
+import sys, json, torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from safetensors.torch import save_file
+out, case = sys.argv[1], sys.argv[2]
+common = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, vocab_size=128, max_position_embeddings=256, bos_token_id=1, eos_token_id=2)
+if case == "tied":
+    config, cls = LlamaConfig(tie_word_embeddings=True, **common), LlamaForCausalLM
+elif case == "llama3":
+    scaling = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+    config, cls = LlamaConfig(tie_word_embeddings=False, rope_parameters=scaling, **common), LlamaForCausalLM
+elif case == "linear":
+    scaling = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}
+    config, cls = LlamaConfig(rope_parameters=scaling, **common), LlamaForCausalLM
+elif case == "qwen2":
+    config, cls = Qwen2Config(tie_word_embeddings=False, **common), Qwen2ForCausalLM
+else:
+    raise SystemExit("unknown case " + case)
+torch.manual_seed(0)
+model = cls(config).eval()
+if case == "qwen2":
+    # Zero-initialised biases would not test that they are loaded and added.
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                p.bias.normal_(0.0, 0.5)
+model.save_pretrained(out, safe_serialization=True)
+g = torch.Generator().manual_seed(1)
+ids = torch.randint(3, 128, (2, 10), generator=g)
+with torch.no_grad():
+    logits = model(input_ids=ids).logits
+inv_freq = model.model.rotary_emb.inv_freq.float().contiguous()
+save_file({"ids": ids.contiguous(), "logits": logits.float().contiguous(), "inv_freq": inv_freq},
+          out + "/ref.safetensors")
+print(json.dumps({"layers": len(model.model.layers)}))
+"#;
+
+struct Reference {
+    _dir: tempfile::TempDir,
+    model: LlamaForCausalLm,
+    ids: Tensor,
+    logits: Tensor,
+    inv_freq: Tensor,
+}
+
+fn reference(case: &str) -> Reference {
+    let dir = tempfile::tempdir().unwrap();
+    run_python(REFERENCE, &[dir.path().to_str().unwrap(), case]).unwrap();
+    let mut r: std::collections::HashMap<String, Tensor> =
+        read_safetensors(dir.path().join("ref.safetensors")).unwrap().into_iter().collect();
+    let (_vs, model, report) = LlamaForCausalLm::load_dir(dir.path(), Device::Cpu).unwrap();
+    assert!(report.missing.is_empty() && report.unexpected.is_empty(), "{report:?}");
+    let (ids, logits, inv_freq) =
+        (r.remove("ids").unwrap(), r.remove("logits").unwrap(), r.remove("inv_freq").unwrap());
+    Reference { ids, logits, inv_freq, model, _dir: dir }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size());
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+}
+
+fn check_parity(case: &str) -> Reference {
+    let r = reference(case);
+    // The scaled frequencies themselves, so that a scaling both sides ignored could not pass unnoticed.
+    let d = max_abs_diff(&r.model.config().inv_freq(), &r.inv_freq);
+    println!("{case}: rotary inv_freq max |Δ| vs transformers = {d:.3e}");
+    assert!(d <= 1e-7 * r.inv_freq.abs().max().double_value(&[]), "{case}: inv_freq differs by {d:e}");
+    let got = tch::no_grad(|| r.model.forward(&r.ids, None, false));
+    let d = max_abs_diff(&got, &r.logits);
+    println!("{case}: logits [2, 10, 128] max |Δ| vs transformers = {d:.3e}");
+    assert!(d <= TOL, "{case}: max |Δ| {d:e} > {TOL:e}");
+    r
+}
+
+#[test]
+fn llama_tied_embeddings_match_transformers() {
+    let r = check_parity("tied");
+    assert!(r.model.config().tie_word_embeddings);
+    assert_eq!(r.model.info().eos_token_ids, vec![2]);
+    assert_eq!(r.model.info().bos_token_id, Some(1));
+}
+
+#[test]
+fn llama3_rope_scaling_matches_transformers() {
+    let r = check_parity("llama3");
+    assert!(matches!(r.model.config().rope_scaling, RopeScaling::Llama3 { .. }));
+    assert_eq!(r.model.config().rope_theta, 500000.0);
+}
+
+#[test]
+fn llama_linear_rope_scaling_matches_transformers() {
+    let r = check_parity("linear");
+    assert_eq!(r.model.config().rope_scaling, RopeScaling::Linear { factor: 4.0 });
+}
+
+#[test]
+fn qwen2_qkv_bias_matches_transformers() {
+    let r = check_parity("qwen2");
+    assert!(r.model.config().qkv_bias && !r.model.config().o_bias);
+}
+
+/// Runs `ids` through the cache in chunks of the given lengths and concatenates the logits.
+fn chunked(model: &LlamaForCausalLm, ids: &Tensor, chunks: &[i64]) -> Tensor {
+    let mut cache = model.new_cache();
+    let mut start = 0;
+    let mut out = Vec::new();
+    for &n in chunks {
+        assert_eq!(cache.len(), start);
+        out.push(tch::no_grad(|| model.forward(&ids.narrow(1, start, n), Some(&mut cache), false)));
+        start += n;
+    }
+    assert_eq!(cache.len(), start);
+    Tensor::cat(&out, 1)
+}
+
+#[test]
+fn llama_kv_cache_steps_equal_full_sequence() {
+    for case in ["llama3", "qwen2"] {
+        let r = reference(case);
+        let full = tch::no_grad(|| r.model.forward(&r.ids, None, false));
+        // Prompt of 7, then 3 single-token steps (the generation path).
+        let d = max_abs_diff(&chunked(&r.model, &r.ids, &[7, 1, 1, 1]), &full);
+        println!("{case}: prompt 7 + 3 single-token steps, max |Δ| vs full sequence = {d:.3e}");
+        assert!(d <= TOL, "{case}: cached steps differ by {d:e}");
+        let d = max_abs_diff(&chunked(&r.model, &r.ids, &[7, 1, 1, 1]), &r.logits);
+        println!("{case}: prompt 7 + 3 single-token steps, max |Δ| vs transformers = {d:.3e}");
+        assert!(d <= TOL, "{case}: cached steps differ from transformers by {d:e}");
+        // A multi-token chunk after cached positions takes the explicit bottom-right causal mask.
+        let d = max_abs_diff(&chunked(&r.model, &r.ids, &[4, 3, 1, 2]), &full);
+        println!("{case}: chunks 4 + 3 + 1 + 2, max |Δ| vs full sequence = {d:.3e}");
+        assert!(d <= TOL, "{case}: chunked prefill differs by {d:e}");
+    }
+}
+
+fn config_error(v: serde_json::Value) -> String {
+    format!("{:#}", LlamaConfig::from_json(&v).unwrap_err())
+}
+
+fn tiny() -> serde_json::Value {
+    json!({"model_type": "llama", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128})
+}
+
+#[test]
+fn llama_config_reads_hub_fields() {
+    // The older layout: top-level rope_theta, rope_scaling with "type", eos as a list (Llama 3.x Instruct).
+    let mut v = tiny();
+    v["rope_theta"] = json!(500000.0);
+    v["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
+    v["eos_token_id"] = json!([128001, 128008, 128009]);
+    v["bos_token_id"] = json!(128000);
+    let c = LlamaConfig::from_json(&v).unwrap();
+    assert_eq!((c.rope_theta, c.rope_scaling.clone()), (500000.0, RopeScaling::Linear { factor: 2.0 }));
+    assert_eq!(c.eos_token_ids, vec![128001, 128008, 128009]);
+    assert_eq!((c.bos_token_id, c.head_dim, c.max_position_embeddings), (Some(128000), 16, 2048));
+    assert!(!c.qkv_bias && !c.tie_word_embeddings);
+    let mut v = tiny();
+    v["model_type"] = json!("qwen2");
+    v["rope_scaling"] = serde_json::Value::Null;
+    let c = LlamaConfig::from_json(&v).unwrap();
+    assert!(c.qkv_bias && !c.o_bias && c.eos_token_ids.is_empty());
+    assert_eq!(c.rope_scaling, RopeScaling::Default);
+}
+
+#[test]
+fn llama_config_refuses_what_it_cannot_build() {
+    let mut v = tiny();
+    v["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0});
+    let e = config_error(v);
+    assert!(e.contains("rope_scaling.rope_type") && e.contains("yarn"), "{e}");
+    let mut v = tiny();
+    v["rope_parameters"] = json!({"rope_type": "llama3", "factor": 8.0});
+    let e = config_error(v);
+    assert!(e.contains("rope_parameters.low_freq_factor"), "{e}");
+    let mut v = tiny();
+    v["model_type"] = json!("gpt2");
+    assert!(config_error(v).contains("model_type"));
+    let mut v = tiny();
+    v["num_key_value_heads"] = json!(3);
+    assert!(config_error(v).contains("num_key_value_heads"));
+    let mut v = tiny();
+    v["hidden_act"] = json!("gelu");
+    assert!(config_error(v).contains("hidden_act"));
+    let mut v = tiny();
+    v["model_type"] = json!("qwen2");
+    v["use_sliding_window"] = json!(true);
+    assert!(config_error(v).contains("use_sliding_window"));
+    let v = json!({"model_type": "llama"});
+    assert!(config_error(v).contains("hidden_size"));
+}
+
+#[test]
+fn llama_load_dir_names_missing_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), tiny().to_string()).unwrap();
+    let e = format!("{:#}", LlamaForCausalLm::load_dir(dir.path(), Device::Cpu).unwrap_err());
+    assert!(e.contains("model.safetensors"), "{e}");
+}
