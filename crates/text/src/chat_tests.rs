@@ -465,3 +465,63 @@ fn tojson_writes_what_json_dumps_writes() {
     python_json(&json!({"x": [1, {"y": 2}]}), Some(2), false, 0, &mut out);
     assert_eq!(out, "{\n  \"x\": [\n    1,\n    {\n      \"y\": 2\n    }\n  ]\n}");
 }
+
+/// transformers' `apply_chat_template(..., tokenize=False)` on a tokenizer loaded from each case's folder:
+/// `[folder, messages, add_generation_prompt, kwargs]`.
+const APPLY_REFERENCE: &str = r#"
+import json, sys
+from transformers import PreTrainedTokenizerFast
+cases = json.load(open(sys.argv[1]))
+tokenizers = {}
+out = []
+for folder, messages, gen, kwargs in cases:
+    if folder not in tokenizers:
+        tokenizers[folder] = PreTrainedTokenizerFast.from_pretrained(folder)
+    out.append(tokenizers[folder].apply_chat_template(messages, tokenize=False, add_generation_prompt=gen, **kwargs))
+print(json.dumps(out))
+"#;
+
+/// The same files, read by both sides: a model folder with a minimal `tokenizer.json` (a word-level vocabulary of
+/// the special tokens) and the family's `tokenizer_config.json`; transformers loads it as a tokenizer and applies
+/// the template with the special tokens it parsed, we read the config.
+#[test]
+fn apply_chat_template_on_tokenizers_from_the_same_files() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cases = Vec::new();
+    let mut ours = Vec::new();
+    for family in families() {
+        let dir = root.path().join(family.name);
+        std::fs::create_dir(&dir).unwrap();
+        let mut vocab = serde_json::Map::new();
+        vocab.insert("<unk>".into(), json!(0));
+        for token in family.special.as_object().unwrap().values() {
+            let content = token.get("content").unwrap_or(token);
+            if let Some(s) = content.as_str() {
+                let next = vocab.len();
+                vocab.entry(s.to_string()).or_insert(json!(next));
+            }
+        }
+        let tokenizer = json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+            "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+        });
+        std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+        let template = load(&dir, &json!(family.template), &family.special);
+        for messages in conversations() {
+            for gen in [false, true] {
+                let kwargs = if family.name == "llama-3.2" { json!({"date_string": "26 Jul 2024"}) } else { json!({}) };
+                ours.push(template.render_json(&messages, gen, kwargs.as_object().unwrap()).unwrap());
+                cases.push(json!([dir.to_str().unwrap(), messages, gen, kwargs]));
+            }
+        }
+    }
+    let path = root.path().join("cases.json");
+    std::fs::write(&path, serde_json::to_string(&cases).unwrap()).unwrap();
+    let out = run_python(APPLY_REFERENCE, &[path.to_str().unwrap()]).expect("reference Python with transformers");
+    let expected: Vec<String> = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(expected.len(), ours.len());
+    for (i, (ours, theirs)) in ours.iter().zip(&expected).enumerate() {
+        assert_eq!(ours, theirs, "case {i}: {}", cases[i]);
+    }
+}
