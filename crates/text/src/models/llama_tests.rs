@@ -1,7 +1,11 @@
 //! Parity of [`LlamaForCausalLm`] with transformers 5 in suite's pinned Python environment, on random weights:
 //! Python seeds a tiny `LlamaForCausalLM` / `Qwen2ForCausalLM`, `save_pretrained`s it and writes its logits for
-//! fixed ids; Rust loads the folder by name and compares. The KV-cache tests check that a prompt followed by
+//! fixed ids, loss and gradients; Rust loads the folder by name and compares. The KV-cache tests check that a prompt followed by
 //! single-token (and multi-token) steps gives the full sequence's logits.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::OnceLock;
 
 use serde_json::json;
 use suite_core::python::run_python;
@@ -12,65 +16,75 @@ use super::*;
 
 const TOL: f64 = 1e-4;
 
-/// Builds the model of `case` with seed 0, saves it into `argv[1]` and writes `ids` and `logits` (eval mode) to
-/// `argv[1]/ref.safetensors`.
+/// Builds the model of every case with seed 0, saves it into `argv[1]/CASE` and writes there `ref.safetensors`:
+/// `ids`, eval-mode `logits`, the rotary `inv_freq`, the causal-LM `loss` (labels = ids) and `grad.NAME` of every
+/// parameter after its backward pass. One process for all cases: importing transformers is most of the time.
 const REFERENCE: &str = r#"
-import sys, json, torch
+import os, sys, torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 from safetensors.torch import save_file
-out, case = sys.argv[1], sys.argv[2]
+root = sys.argv[1]
 common = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, vocab_size=128, max_position_embeddings=256, bos_token_id=1, eos_token_id=2)
-if case == "tied":
-    config, cls = LlamaConfig(tie_word_embeddings=True, **common), LlamaForCausalLM
-elif case == "llama3":
-    scaling = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
-    config, cls = LlamaConfig(tie_word_embeddings=False, rope_parameters=scaling, **common), LlamaForCausalLM
-elif case == "linear":
-    scaling = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}
-    config, cls = LlamaConfig(rope_parameters=scaling, **common), LlamaForCausalLM
-elif case == "qwen2":
-    config, cls = Qwen2Config(tie_word_embeddings=False, **common), Qwen2ForCausalLM
-else:
-    raise SystemExit("unknown case " + case)
-torch.manual_seed(0)
-model = cls(config).eval()
-if case == "qwen2":
-    # Zero-initialised biases would not test that they are loaded and added.
+llama3 = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+          "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+linear = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}
+cases = {
+    "tied": (LlamaConfig(tie_word_embeddings=True, **common), LlamaForCausalLM),
+    "llama3": (LlamaConfig(tie_word_embeddings=False, rope_parameters=llama3, **common), LlamaForCausalLM),
+    "linear": (LlamaConfig(tie_word_embeddings=False, rope_parameters=linear, **common), LlamaForCausalLM),
+    "qwen2": (Qwen2Config(tie_word_embeddings=False, **common), Qwen2ForCausalLM),
+}
+for case, (config, cls) in cases.items():
+    out = os.path.join(root, case)
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    if case == "qwen2":
+        # Zero-initialised biases would not test that they are loaded and added.
+        with torch.no_grad():
+            for layer in model.model.layers:
+                for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    p.bias.normal_(0.0, 0.5)
+    model.save_pretrained(out, safe_serialization=True)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 128, (2, 10), generator=g)
     with torch.no_grad():
-        for layer in model.model.layers:
-            for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
-                p.bias.normal_(0.0, 0.5)
-model.save_pretrained(out, safe_serialization=True)
-g = torch.Generator().manual_seed(1)
-ids = torch.randint(3, 128, (2, 10), generator=g)
-with torch.no_grad():
-    logits = model(input_ids=ids).logits
-inv_freq = model.model.rotary_emb.inv_freq.float().contiguous()
-save_file({"ids": ids.contiguous(), "logits": logits.float().contiguous(), "inv_freq": inv_freq},
-          out + "/ref.safetensors")
-print(json.dumps({"layers": len(model.model.layers)}))
+        logits = model(input_ids=ids).logits
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    t = {"ids": ids, "logits": logits.float(), "loss": loss.detach().reshape(1),
+         "inv_freq": model.model.rotary_emb.inv_freq.float()}
+    t.update({"grad." + n: p.grad for n, p in model.named_parameters()})
+    save_file({k: v.contiguous() for k, v in t.items()}, os.path.join(out, "ref.safetensors"))
 "#;
 
+/// The reference folders, made once per test binary (the directory is left behind in the system's temp folder
+/// when the binary exits, as statics are not dropped).
+fn reference_root() -> &'static Path {
+    static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        run_python(REFERENCE, &[dir.path().to_str().unwrap()]).unwrap();
+        dir
+    })
+    .path()
+}
+
 struct Reference {
-    _dir: tempfile::TempDir,
+    vs: tch::nn::VarStore,
     model: LlamaForCausalLm,
+    refs: HashMap<String, Tensor>,
     ids: Tensor,
-    logits: Tensor,
-    inv_freq: Tensor,
 }
 
 fn reference(case: &str) -> Reference {
-    let dir = tempfile::tempdir().unwrap();
-    run_python(REFERENCE, &[dir.path().to_str().unwrap(), case]).unwrap();
-    let mut r: std::collections::HashMap<String, Tensor> =
-        read_safetensors(dir.path().join("ref.safetensors")).unwrap().into_iter().collect();
-    let (_vs, model, report) = LlamaForCausalLm::load_dir(dir.path(), Device::Cpu).unwrap();
+    let dir = reference_root().join(case);
+    let mut refs: HashMap<String, Tensor> =
+        read_safetensors(dir.join("ref.safetensors")).unwrap().into_iter().collect();
+    let (vs, model, report) = LlamaForCausalLm::load_dir(&dir, Device::Cpu).unwrap();
     assert!(report.missing.is_empty() && report.unexpected.is_empty(), "{report:?}");
-    let (ids, logits, inv_freq) =
-        (r.remove("ids").unwrap(), r.remove("logits").unwrap(), r.remove("inv_freq").unwrap());
-    Reference { ids, logits, inv_freq, model, _dir: dir }
+    let ids = refs.remove("ids").unwrap();
+    Reference { vs, model, refs, ids }
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -81,13 +95,33 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 fn check_parity(case: &str) -> Reference {
     let r = reference(case);
     // The scaled frequencies themselves, so that a scaling both sides ignored could not pass unnoticed.
-    let d = max_abs_diff(&r.model.config().inv_freq(), &r.inv_freq);
+    let inv_freq = &r.refs["inv_freq"];
+    let d = max_abs_diff(&r.model.config().inv_freq(), inv_freq);
     println!("{case}: rotary inv_freq max |Δ| vs transformers = {d:.3e}");
-    assert!(d <= 1e-7 * r.inv_freq.abs().max().double_value(&[]), "{case}: inv_freq differs by {d:e}");
+    assert!(d <= 1e-7 * inv_freq.abs().max().double_value(&[]), "{case}: inv_freq differs by {d:e}");
     let got = tch::no_grad(|| r.model.forward(&r.ids, None, false));
-    let d = max_abs_diff(&got, &r.logits);
+    let d = max_abs_diff(&got, &r.refs["logits"]);
     println!("{case}: logits [2, 10, 128] max |Δ| vs transformers = {d:.3e}");
     assert!(d <= TOL, "{case}: max |Δ| {d:e} > {TOL:e}");
+
+    // Training path: next-token loss (as transformers' ForCausalLMLoss with labels = ids) and every gradient.
+    let logits = r.model.forward(&r.ids, None, true);
+    let v = logits.size()[2];
+    let loss = logits.narrow(1, 0, 9).reshape([-1, v]).cross_entropy_for_logits(&r.ids.narrow(1, 1, 9).reshape([-1]));
+    loss.backward();
+    let d_loss = max_abs_diff(&loss.reshape([1]), &r.refs["loss"]);
+    let (mut d_grad, mut largest) = (0.0f64, 0.0f64);
+    let vars = r.vs.variables();
+    for (name, var) in &vars {
+        let want = r.refs.get(&format!("grad.{name}")).unwrap_or_else(|| panic!("{case}: no reference grad {name}"));
+        d_grad = d_grad.max(max_abs_diff(&var.grad(), want));
+        largest = largest.max(want.abs().max().double_value(&[]));
+    }
+    let n_ref = r.refs.keys().filter(|k| k.starts_with("grad.")).count();
+    assert_eq!(vars.len(), n_ref, "{case}: parameter count differs from transformers'");
+    assert!(largest > 1e-3, "{case}: the reference gradients are all near zero ({largest:e}): nothing was tested");
+    println!("{case}: loss max |Δ| = {d_loss:.3e}; {} gradients max |Δ| = {d_grad:.3e}", vars.len());
+    assert!(d_loss <= TOL && d_grad <= TOL, "{case}: loss |Δ| {d_loss:e}, gradient |Δ| {d_grad:e}");
     r
 }
 
@@ -137,11 +171,12 @@ fn llama_kv_cache_steps_equal_full_sequence() {
     for case in ["llama3", "qwen2"] {
         let r = reference(case);
         let full = tch::no_grad(|| r.model.forward(&r.ids, None, false));
+        let want = &r.refs["logits"];
         // Prompt of 7, then 3 single-token steps (the generation path).
         let d = max_abs_diff(&chunked(&r.model, &r.ids, &[7, 1, 1, 1]), &full);
         println!("{case}: prompt 7 + 3 single-token steps, max |Δ| vs full sequence = {d:.3e}");
         assert!(d <= TOL, "{case}: cached steps differ by {d:e}");
-        let d = max_abs_diff(&chunked(&r.model, &r.ids, &[7, 1, 1, 1]), &r.logits);
+        let d = max_abs_diff(&chunked(&r.model, &r.ids, &[7, 1, 1, 1]), want);
         println!("{case}: prompt 7 + 3 single-token steps, max |Δ| vs transformers = {d:.3e}");
         assert!(d <= TOL, "{case}: cached steps differ from transformers by {d:e}");
         // A multi-token chunk after cached positions takes the explicit bottom-right causal mask.
