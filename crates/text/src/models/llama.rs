@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use suite_core::nn::{path_name, AttentionSlots, LayerVisitor, Linear, VisitLayers};
+use suite_core::peft::PeftTargets;
 use suite_core::weights::{load_safetensors, safetensors_index_shards, LoadOptions, LoadReport};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -252,6 +253,26 @@ impl LlamaConfig {
                 smoothed.where_self(&medium, &scaled)
             }
         }
+    }
+}
+
+/// Where PEFT methods attach in a Llama-family model, as Hugging Face PEFT's defaults for `llama` and `qwen2`:
+/// LoRA on `q_proj`/`v_proj`, (IA)³ on `k_proj`/`v_proj`/`down_proj` (the last scaling its input), bottleneck
+/// adapters after `o_proj` and `down_proj`; `lm_head` is never adapted.
+///
+/// Prefix tuning and P-tuning v2 attach to the attention blocks with the *query* head count (prefixes join the
+/// keys after grouped-query heads are repeated), so their tensors do not have peft's shapes on models with fewer
+/// key/value heads than query heads.
+pub fn llama_peft_targets() -> PeftTargets {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    PeftTargets {
+        default_lora: s(&["q_proj", "v_proj"]),
+        ia3: s(&["k_proj", "v_proj", "down_proj"]),
+        ia3_feedforward: s(&["down_proj"]),
+        adapter_after_attention: s(&["self_attn.o_proj"]),
+        adapter_after_ffn: s(&["mlp.down_proj"]),
+        head_prefixes: Vec::new(),
+        exclude: s(&["lm_head"]),
     }
 }
 

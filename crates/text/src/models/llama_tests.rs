@@ -8,8 +8,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use serde_json::json;
+use suite_core::peft::{apply_peft, LoraConfig, PeftConfig, Targets};
 use suite_core::python::run_python;
-use suite_core::weights::read_safetensors;
+use suite_core::weights::{read_safetensors, save_safetensors};
 use tch::{Device, Kind, Tensor};
 
 use super::*;
@@ -249,4 +250,83 @@ fn llama_load_dir_names_missing_checkpoint() {
     std::fs::write(dir.path().join("config.json"), tiny().to_string()).unwrap();
     let e = format!("{:#}", LlamaForCausalLm::load_dir(dir.path(), Device::Cpu).unwrap_err());
     assert!(e.contains("model.safetensors"), "{e}");
+}
+
+/// Loads the case's model with `get_peft_model` (LoRA r=4, alpha=8 on q_proj/v_proj), puts Rust's LoRA tensors
+/// (`argv[2]/lora.safetensors`, peft's names without `base_model.model.`) in, and writes logits, loss and the
+/// LoRA gradients to `argv[2]/peft.safetensors`.
+const PEFT_REFERENCE: &str = r#"
+import sys, warnings, torch
+from transformers import AutoModelForCausalLM
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+warnings.filterwarnings("ignore")
+case_dir, out = sys.argv[1], sys.argv[2]
+model = AutoModelForCausalLM.from_pretrained(case_dir, dtype=torch.float32)
+pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+ours = {"base_model.model." + k: v for k, v in load_file(out + "/lora.safetensors").items()}
+theirs = get_peft_model_state_dict(pm)
+assert sorted(theirs) == sorted(ours), (sorted(theirs), sorted(ours))
+res = set_peft_model_state_dict(pm, ours)
+assert not res.unexpected_keys, res.unexpected_keys
+pm.eval()
+ids = load_file(case_dir + "/ref.safetensors")["ids"]
+o = pm(input_ids=ids, labels=ids)
+o.loss.backward()
+t = {"logits": o.logits.detach(), "loss": o.loss.detach().reshape(1)}
+for n, p in pm.named_parameters():
+    if p.requires_grad:
+        t["grad." + n.replace("base_model.model.", "", 1).replace(".default", "")] = p.grad
+save_file({k: v.contiguous() for k, v in t.items()}, out + "/peft.safetensors")
+print("ok")
+"#;
+
+#[test]
+fn llama_lora_on_q_v_proj_matches_peft() {
+    let case = "qwen2";
+    let Reference { mut vs, mut model, ids, refs } = reference(case);
+    let cfg = PeftConfig::Lora(LoraConfig {
+        r: 4,
+        alpha: 8.0,
+        targets: Some(Targets::Names(vec!["q_proj".into(), "v_proj".into()])),
+        ..LoraConfig::default()
+    });
+    let report = apply_peft(&mut vs, &mut model, &cfg, &llama_peft_targets()).unwrap();
+    println!("{}", report.summary_line());
+    // peft starts B at zero; random A and B make the update visible in logits and both gradients.
+    tch::manual_seed(7);
+    let mut lora: Vec<(String, Tensor)> = Vec::new();
+    for (name, mut var) in vs.variables() {
+        if name.contains(".lora_") {
+            tch::no_grad(|| var.copy_(&(var.randn_like() * 0.2)));
+            lora.push((name, var.detach()));
+        }
+    }
+    // Two layers × {q_proj, v_proj} × {A, B}.
+    assert_eq!(lora.len(), 8, "{:?}", lora.iter().map(|l| &l.0).collect::<Vec<_>>());
+    let dir = tempfile::tempdir().unwrap();
+    save_safetensors(&dir.path().join("lora.safetensors"), &lora, None).unwrap();
+    let case_dir = reference_root().join(case);
+    let out = run_python(PEFT_REFERENCE, &[case_dir.to_str().unwrap(), dir.path().to_str().unwrap()]).unwrap();
+    assert_eq!(out.trim(), "ok");
+    let want: HashMap<String, Tensor> =
+        read_safetensors(dir.path().join("peft.safetensors")).unwrap().into_iter().collect();
+
+    let logits = model.forward(&ids, None, false);
+    let v = logits.size()[2];
+    let loss = logits.narrow(1, 0, 9).reshape([-1, v]).cross_entropy_for_logits(&ids.narrow(1, 1, 9).reshape([-1]));
+    loss.backward();
+    let d_logits = max_abs_diff(&logits, &want["logits"]);
+    let moved = max_abs_diff(&logits, &refs["logits"]);
+    assert!(moved > 1e-2, "the LoRA update hardly changes the logits ({moved:e}): nothing was tested");
+    let d_loss = max_abs_diff(&loss.reshape([1]), &want["loss"]);
+    let mut d_grad = 0.0f64;
+    let trainable: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    assert_eq!(trainable.len(), 8, "only the LoRA tensors train");
+    for (name, var) in &trainable {
+        let g = want.get(&format!("grad.{name}")).unwrap_or_else(|| panic!("no peft gradient for {name}"));
+        d_grad = d_grad.max(max_abs_diff(&var.grad(), g));
+    }
+    println!("{case} + LoRA: logits |Δ| {d_logits:.3e}, loss |Δ| {d_loss:.3e}, LoRA gradients |Δ| {d_grad:.3e}");
+    assert!(d_logits <= TOL && d_loss <= TOL && d_grad <= TOL);
 }

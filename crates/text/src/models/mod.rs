@@ -32,7 +32,7 @@ pub use config::{Activation, EncoderConfig, ModelType, SUPPORTED_MODEL_TYPES};
 pub use distilbert::DistilBertModel;
 pub use export::{copy_tokenizer_files, TOKENIZER_FILES};
 pub use heads::Head;
-pub use llama::{LlamaConfig, LlamaForCausalLm, RopeScaling, LLAMA_MODEL_TYPES};
+pub use llama::{llama_peft_targets, LlamaConfig, LlamaForCausalLm, RopeScaling, LLAMA_MODEL_TYPES};
 pub use registry::{known_models, minilm_asset_dir, resolve_text_model, TextModelFiles, DEFAULT_TEXT_MODEL};
 pub use roberta::{roberta_position_ids, RobertaModel};
 pub use text_model::TextModel;
