@@ -47,6 +47,9 @@ for case, (config, cls) in cases.items():
                 for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
                     p.bias.normal_(0.0, 0.5)
     model.save_pretrained(out, safe_serialization=True)
+    if case == "tied":
+        # A sharded copy: model.safetensors.index.json and several model-0000N-of-0000M.safetensors.
+        model.save_pretrained(out + "_sharded", safe_serialization=True, max_shard_size="40KB")
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(3, 128, (2, 10), generator=g)
     with torch.no_grad():
@@ -329,4 +332,18 @@ fn llama_lora_on_q_v_proj_matches_peft() {
     }
     println!("{case} + LoRA: logits |Δ| {d_logits:.3e}, loss |Δ| {d_loss:.3e}, LoRA gradients |Δ| {d_grad:.3e}");
     assert!(d_logits <= TOL && d_loss <= TOL && d_grad <= TOL);
+}
+
+#[test]
+fn llama_loads_sharded_checkpoints() {
+    let dir = reference_root().join("tied_sharded");
+    let shards = suite_core::weights::safetensors_index_shards(dir.join("model.safetensors.index.json")).unwrap();
+    assert!(shards.len() > 1, "expected several shards, found {shards:?}");
+    assert!(!dir.join("model.safetensors").exists());
+    let (_vs, model, report) = LlamaForCausalLm::load_dir(&dir, Device::Cpu).unwrap();
+    assert!(report.missing.is_empty() && report.unexpected.is_empty(), "{report:?}");
+    let r = reference("tied");
+    let d = max_abs_diff(&tch::no_grad(|| model.forward(&r.ids, None, false)), &r.refs["logits"]);
+    println!("tied, {} shards: logits max |Δ| vs transformers = {d:.3e}", shards.len());
+    assert!(d <= TOL);
 }
