@@ -56,8 +56,12 @@ for case, (config, cls) in cases.items():
         logits = model(input_ids=ids).logits
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
+    # Greedy continuation of the first 6 ids by 12 tokens; min_new_tokens keeps eos (id 2) out, as the test does.
+    with torch.no_grad():
+        greedy = model.generate(ids[:, :6], attention_mask=torch.ones_like(ids[:, :6]), max_new_tokens=12,
+                                min_new_tokens=12, do_sample=False, pad_token_id=0)
     t = {"ids": ids, "logits": logits.float(), "loss": loss.detach().reshape(1),
-         "inv_freq": model.model.rotary_emb.inv_freq.float()}
+         "inv_freq": model.model.rotary_emb.inv_freq.float(), "greedy": greedy}
     t.update({"grad." + n: p.grad for n, p in model.named_parameters()})
     save_file({k: v.contiguous() for k, v in t.items()}, os.path.join(out, "ref.safetensors"))
 "#;
@@ -346,4 +350,33 @@ fn llama_loads_sharded_checkpoints() {
     let d = max_abs_diff(&tch::no_grad(|| model.forward(&r.ids, None, false)), &r.refs["logits"]);
     println!("tied, {} shards: logits max |Δ| vs transformers = {d:.3e}", shards.len());
     assert!(d <= TOL);
+}
+
+/// Greedy decoding through the cache: the prompt once, then one token per step, eos suppressed (as
+/// `min_new_tokens` does in transformers).
+fn greedy(model: &LlamaForCausalLm, prompt: &Tensor, new_tokens: i64) -> Tensor {
+    let mut cache = model.new_cache();
+    let mut out = vec![prompt.shallow_clone()];
+    let mut next = prompt.shallow_clone();
+    for _ in 0..new_tokens {
+        let logits = tch::no_grad(|| model.forward(&next, Some(&mut cache), false)).select(1, -1);
+        for &eos in &model.info().eos_token_ids {
+            let _ = logits.narrow(1, eos, 1).fill_(f64::NEG_INFINITY);
+        }
+        next = logits.argmax(-1, true);
+        out.push(next.shallow_clone());
+    }
+    Tensor::cat(&out, 1)
+}
+
+#[test]
+fn llama_greedy_decoding_with_the_cache_equals_generate() {
+    for case in ["tied", "llama3", "qwen2"] {
+        let r = reference(case);
+        let got = greedy(&r.model, &r.ids.narrow(1, 0, 6), 12);
+        let want = &r.refs["greedy"];
+        println!("{case}: greedy 6 + 12 tokens: {:?}", Vec::<i64>::try_from(got.get(0)).unwrap());
+        assert_eq!(got.size(), want.size());
+        assert!(got.equal(want), "{case}: greedy tokens differ from generate:\n{got}\n{want}");
+    }
 }
