@@ -495,12 +495,18 @@ impl LlamaForCausalLm {
     /// Reads `dir/config.json`, builds the model in a new float32 `VarStore` on `device` and loads
     /// `dir/model.safetensors` or the shards named by `dir/model.safetensors.index.json`, strictly (every tensor
     /// used, every variable filled). A tied model's checkpoint may still carry `lm_head.weight`, and older ones
-    /// `rotary_emb.inv_freq` buffers; both are ignored.
+    /// `rotary_emb.inv_freq` buffers; both are ignored. The bos/eos tokens of `dir/generation_config.json`, when
+    /// it names them, take precedence over `config.json`'s, as in transformers' `generate` (Llama 3 Instruct
+    /// lists its end-of-turn token only there).
     pub fn load_dir(dir: impl AsRef<Path>, device: Device) -> Result<(nn::VarStore, Self, LoadReport)> {
         let dir = dir.as_ref();
         let config = LlamaConfig::from_file(dir.join("config.json"))?;
         let vs = nn::VarStore::new(device);
-        let model = Self::new(vs.root(), &config);
+        let mut model = Self::new(vs.root(), &config);
+        let generation = dir.join("generation_config.json");
+        if generation.is_file() {
+            model.apply_generation_config(&generation)?;
+        }
         let files = checkpoint_files(dir)?;
         // Older checkpoints carry the rotary buffers, which are recomputed from the config here.
         let mut opts = LoadOptions::strict().skip(["model.rotary_emb."]);
@@ -510,6 +516,21 @@ impl LlamaForCausalLm {
         }
         let report = load_safetensors(&vs, &files, &opts)?;
         Ok((vs, model, report))
+    }
+
+    /// Takes `bos_token_id` and `eos_token_id` (one id or a list) from a `generation_config.json` into
+    /// [`CausalLm::info`] where the file names them.
+    pub fn apply_generation_config(&mut self, path: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+        let eos = token_ids(&v, "eos_token_id").with_context(|| format!("{}", path.display()))?;
+        if !eos.is_empty() {
+            self.info.eos_token_ids = eos;
+        }
+        if let Some(&bos) = token_ids(&v, "bos_token_id").with_context(|| format!("{}", path.display()))?.first() {
+            self.info.bos_token_id = Some(bos);
+        }
+        Ok(())
     }
 
     /// Cosine and sine `[len, head_dim]` for positions `start..start + len` (float32, as transformers computes

@@ -380,3 +380,19 @@ fn llama_greedy_decoding_with_the_cache_equals_generate() {
         assert!(got.equal(want), "{case}: greedy tokens differ from generate:\n{got}\n{want}");
     }
 }
+
+#[test]
+fn llama_generation_config_overrides_special_tokens() {
+    let src = reference_root().join("tied");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("generation_config.json"), r#"{"bos_token_id": 3, "eos_token_id": [2, 5]}"#)
+        .unwrap();
+    let (_vs, model, _) = LlamaForCausalLm::load_dir(dir.path(), Device::Cpu).unwrap();
+    assert_eq!((model.info().bos_token_id, model.info().eos_token_ids.clone()), (Some(3), vec![2, 5]));
+    std::fs::write(dir.path().join("generation_config.json"), r#"{"eos_token_id": "x"}"#).unwrap();
+    let e = format!("{:#}", LlamaForCausalLm::load_dir(dir.path(), Device::Cpu).unwrap_err());
+    assert!(e.contains("generation_config.json") && e.contains("eos_token_id"), "{e}");
+}
