@@ -396,3 +396,21 @@ fn llama_generation_config_overrides_special_tokens() {
     let e = format!("{:#}", LlamaForCausalLm::load_dir(dir.path(), Device::Cpu).unwrap_err());
     assert!(e.contains("generation_config.json") && e.contains("eos_token_id"), "{e}");
 }
+
+#[test]
+fn llama_runs_in_bfloat16() {
+    // Smoke test of the half-precision path (RMSNorm in float32, rotary tables cast to the activations' kind,
+    // the cache's chunk mask in bf16): close to the float32 logits, and the cache agrees with the full sequence.
+    let Reference { mut vs, model, ids, refs } = reference("llama3");
+    vs.bfloat16();
+    let full = tch::no_grad(|| model.forward(&ids, None, false));
+    assert_eq!(full.kind(), Kind::BFloat16);
+    let scale = refs["logits"].abs().max().double_value(&[]);
+    let d = max_abs_diff(&full, &refs["logits"]);
+    let d_cache = max_abs_diff(&chunked(&model, &ids, &[4, 3, 1, 1, 1]), &full);
+    println!(
+        "llama3 bf16: logits max |Δ| vs float32 transformers = {d:.3e} (max |logit| {scale:.2}); cache {d_cache:.3e}"
+    );
+    assert!(d <= 0.05 * scale, "bf16 logits differ by {d:e}");
+    assert!(d_cache <= 0.05 * scale, "bf16 cache differs by {d_cache:e}");
+}
