@@ -260,9 +260,8 @@ impl LlamaConfig {
 /// LoRA on `q_proj`/`v_proj`, (IA)³ on `k_proj`/`v_proj`/`down_proj` (the last scaling its input), bottleneck
 /// adapters after `o_proj` and `down_proj`; `lm_head` is never adapted.
 ///
-/// Prefix tuning and P-tuning v2 attach to the attention blocks with the *query* head count (prefixes join the
-/// keys after grouped-query heads are repeated), so their tensors do not have peft's shapes on models with fewer
-/// key/value heads than query heads.
+/// Prefix tuning and P-tuning v2 attach to every attention block with the *key/value* head count, as peft sizes
+/// them for grouped-query models, and shift the tokens' positions by the prefix length as peft does.
 pub fn llama_peft_targets() -> PeftTargets {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     PeftTargets {
@@ -329,7 +328,7 @@ struct Attention {
     v_proj: Linear,
     o_proj: Linear,
     slots: AttentionSlots,
-    kv_heads: i64,
+    q_heads: i64,
 }
 
 impl Attention {
@@ -341,46 +340,61 @@ impl Attention {
             k_proj: proj(&p / "k_proj", h, kvh * d, c.qkv_bias, std),
             v_proj: proj(&p / "v_proj", h, kvh * d, c.qkv_bias, std),
             o_proj: proj(&p / "o_proj", qh * d, h, c.o_bias, std),
-            // Prefix methods see the query-head count: prefixes are added after key/value heads are repeated.
-            slots: AttentionSlots::new(path_name(&p), qh, d).with_dropout(c.attention_dropout),
-            kv_heads: kvh,
+            // Prefixes have the key/value head count, as peft's prefix tuning for grouped-query models: they sit
+            // in front of the cached keys and are repeated with them.
+            slots: AttentionSlots::new(path_name(&p), kvh, d).with_dropout(c.attention_dropout),
+            q_heads: qh,
         }
     }
 
+    /// `cached` is the cache's length before this call (positions continue from it).
     fn forward(
         &self,
         x: &Tensor,
-        rope: (&Tensor, &Tensor),
+        inv_freq: &Tensor,
+        cached: i64,
         cache: Option<(&mut KvCache, usize)>,
         train: bool,
     ) -> Tensor {
         let (b, t, _) = x.size3().expect("hidden states are [batch, len, hidden]");
-        let (heads, d) = (self.slots.heads, self.slots.head_dim);
+        let (heads, kv_heads, d) = (self.q_heads, self.slots.heads, self.slots.head_dim);
         let split = |y: Tensor, h: i64| y.view([b, t, h, d]).transpose(1, 2);
         let q = split(self.q_proj.forward_t(x, train), heads);
-        let k = split(self.k_proj.forward_t(x, train), self.kv_heads);
-        let v = split(self.v_proj.forward_t(x, train), self.kv_heads);
-        let (cos, sin) = rope;
-        let q = apply_rotary(&q, cos, sin);
-        let k = apply_rotary(&k, cos, sin);
+        let k = split(self.k_proj.forward_t(x, train), kv_heads);
+        let v = split(self.v_proj.forward_t(x, train), kv_heads);
+        // A prefix (prefix tuning, P-tuning v2) acts as peft's: keys and values occupying the first positions of
+        // the cache, so the tokens' positions start after it.
+        let prefix = self.slots.prefix.as_ref().map(|p| p.key_values(b, train));
+        let p_len = prefix.as_ref().map_or(0, |(pk, _)| pk.size()[2]);
+        let (cos, sin) = rope_tables(inv_freq, p_len + cached, t, q.kind());
+        let q = apply_rotary(&q, &cos, &sin);
+        let k = apply_rotary(&k, &cos, &sin);
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
+        let (k, v) = match prefix {
+            Some((pk, pv)) => (Tensor::cat(&[pk.to_kind(k.kind()), k], 2), Tensor::cat(&[pv.to_kind(v.kind()), v], 2)),
+            None => (k, v),
+        };
         let past = k.size()[2] - t;
-        let n_rep = heads / self.kv_heads;
+        let n_rep = heads / kv_heads;
         let (k, v) = (repeat_kv(&k, n_rep), repeat_kv(&v, n_rep));
         // A prompt from position 0 uses SDPA's own causal mask; one new token sees everything. A chunk after
-        // cached positions needs the mask aligned to the bottom right, which SDPA's `is_causal` (aligned top
-        // left) does not give, so it gets an explicit one.
+        // cached (or prefix) positions needs the mask aligned to the bottom right, which SDPA's `is_causal`
+        // (aligned top left) does not give, so it gets an explicit one.
+        let p = if train { self.slots.dropout } else { 0.0 };
+        let sdpa = |mask: Option<&Tensor>, causal: bool| {
+            Tensor::scaled_dot_product_attention(&q, &k, &v, mask, p, causal, None::<f64>, false)
+        };
         let out = if past == 0 {
-            self.slots.attend(&q, &k, &v, None, t > 1, train)
+            sdpa(None, t > 1)
         } else if t == 1 {
-            self.slots.attend(&q, &k, &v, None, false, train)
+            sdpa(None, false)
         } else {
             let future = Tensor::ones([t, past + t], (Kind::Bool, q.device())).triu(1 + past);
             let mask = Tensor::zeros([t, past + t], (q.kind(), q.device())).masked_fill(&future, f64::NEG_INFINITY);
-            self.slots.attend(&q, &k, &v, Some(&mask), false, train)
+            sdpa(Some(&mask), false)
         };
         let out = out.transpose(1, 2).reshape([b, t, heads * d]);
         self.o_proj.forward_t(&out, train)
@@ -532,16 +546,15 @@ impl LlamaForCausalLm {
         }
         Ok(())
     }
+}
 
-    /// Cosine and sine `[len, head_dim]` for positions `start..start + len` (float32, as transformers computes
-    /// them, then cast to the activations' kind).
-    fn rope(&self, start: i64, len: i64, kind: Kind) -> (Tensor, Tensor) {
-        let device = self.inv_freq.device();
-        let pos = Tensor::arange_start(start, start + len, (Kind::Int64, device)).to_kind(Kind::Float);
-        let freqs = pos.unsqueeze(1) * self.inv_freq.unsqueeze(0);
-        let emb = Tensor::cat(&[&freqs, &freqs], 1);
-        (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
-    }
+/// Cosine and sine `[len, head_dim]` for positions `start..start + len` (float32, as transformers computes them,
+/// then cast to the activations' kind).
+fn rope_tables(inv_freq: &Tensor, start: i64, len: i64, kind: Kind) -> (Tensor, Tensor) {
+    let pos = Tensor::arange_start(start, start + len, (Kind::Int64, inv_freq.device())).to_kind(Kind::Float);
+    let freqs = pos.unsqueeze(1) * inv_freq.unsqueeze(0);
+    let emb = Tensor::cat(&[&freqs, &freqs], 1);
+    (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
 }
 
 /// `model.safetensors` or, for a sharded checkpoint, the shards of `model.safetensors.index.json`.
@@ -563,13 +576,13 @@ impl CausalLm for LlamaForCausalLm {
     }
 
     fn forward(&self, input_ids: &Tensor, mut cache: Option<&mut KvCache>, train: bool) -> Tensor {
-        let t = input_ids.size()[1];
-        let start = cache.as_ref().map_or(0, |c| c.len());
+        // Read once: the first layer's append changes what the cache reports.
+        let cached = cache.as_ref().map_or(0, |c| c.len());
         let mut x = self.embed_tokens.forward(input_ids);
-        let (cos, sin) = self.rope(start, t, x.kind());
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x);
-            let a = layer.self_attn.forward(&h, (&cos, &sin), cache.as_deref_mut().map(|c| (c, i)), train);
+            let layer_cache = cache.as_deref_mut().map(|c| (c, i));
+            let a = layer.self_attn.forward(&h, &self.inv_freq, cached, layer_cache, train);
             // Not `+=`: an in-place add would overwrite the input `input_layernorm` saved for backward.
             x = &x + a;
             let h = layer.post_attention_layernorm.forward(&x);

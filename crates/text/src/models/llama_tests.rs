@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use serde_json::json;
-use suite_core::peft::{apply_peft, LoraConfig, PeftConfig, Targets};
+use suite_core::peft::{apply_peft, LoraConfig, PeftConfig, PrefixConfig, Targets};
 use suite_core::python::run_python;
 use suite_core::weights::{read_safetensors, save_safetensors};
 use tch::{Device, Kind, Tensor};
@@ -413,4 +413,72 @@ fn llama_runs_in_bfloat16() {
     );
     assert!(d <= 0.05 * scale, "bf16 logits differ by {d:e}");
     assert!(d_cache <= 0.05 * scale, "bf16 cache differs by {d_cache:e}");
+}
+
+/// Prefix tuning (3 virtual tokens, projection 16) through peft on the case's model, with Rust's
+/// `prefix_encoder.*` tensors from `argv[2]/prefix.safetensors`: logits, loss and the encoder's gradients.
+const PEFT_PREFIX_REFERENCE: &str = r#"
+import sys, warnings, torch
+from transformers import AutoModelForCausalLM
+from peft import PrefixTuningConfig, get_peft_model
+from safetensors.torch import load_file, save_file
+warnings.filterwarnings("ignore")
+case_dir, out = sys.argv[1], sys.argv[2]
+model = AutoModelForCausalLM.from_pretrained(case_dir, dtype=torch.float32)
+cfg = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=16)
+pm = get_peft_model(model, cfg)
+enc = pm.prompt_encoder["default"]
+ours = {k[len("prefix_encoder."):]: v for k, v in load_file(out + "/prefix.safetensors").items()}
+enc.load_state_dict(ours, strict=True)
+pm.eval()
+ids = load_file(case_dir + "/ref.safetensors")["ids"]
+o = pm(input_ids=ids, labels=ids)
+o.loss.backward()
+t = {"logits": o.logits.detach(), "loss": o.loss.detach().reshape(1)}
+for n, p in enc.named_parameters():
+    t["grad.prefix_encoder." + n] = p.grad
+save_file({k: v.contiguous() for k, v in t.items()}, out + "/peft.safetensors")
+print("ok")
+"#;
+
+#[test]
+fn llama_prefix_tuning_matches_peft_with_grouped_query_heads() {
+    let case = "llama3";
+    let Reference { mut vs, mut model, ids, refs } = reference(case);
+    let cfg = PeftConfig::Prefix(PrefixConfig { num_virtual_tokens: 3, projection: Some(16) });
+    apply_peft(&mut vs, &mut model, &cfg, &llama_peft_targets()).unwrap();
+    let prefix: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("prefix_encoder."))
+        .map(|(n, t)| (n, t.detach()))
+        .collect();
+    assert_eq!(prefix.len(), 5, "{:?}", prefix.iter().map(|p| &p.0).collect::<Vec<_>>());
+    let dir = tempfile::tempdir().unwrap();
+    save_safetensors(&dir.path().join("prefix.safetensors"), &prefix, None).unwrap();
+    let case_dir = reference_root().join(case);
+    let out = run_python(PEFT_PREFIX_REFERENCE, &[case_dir.to_str().unwrap(), dir.path().to_str().unwrap()]).unwrap();
+    assert_eq!(out.trim(), "ok");
+    let want: HashMap<String, Tensor> =
+        read_safetensors(dir.path().join("peft.safetensors")).unwrap().into_iter().collect();
+
+    let logits = model.forward(&ids, None, false);
+    let moved = max_abs_diff(&logits, &refs["logits"]);
+    assert!(moved > 1e-3, "the prefix hardly changes the logits ({moved:e}): nothing was tested");
+    let v = logits.size()[2];
+    let loss = logits.narrow(1, 0, 9).reshape([-1, v]).cross_entropy_for_logits(&ids.narrow(1, 1, 9).reshape([-1]));
+    loss.backward();
+    let d_logits = max_abs_diff(&logits, &want["logits"]);
+    let d_loss = max_abs_diff(&loss.reshape([1]), &want["loss"]);
+    let mut d_grad = 0.0f64;
+    for (name, var) in vs.variables().into_iter().filter(|(n, _)| n.starts_with("prefix_encoder.")) {
+        d_grad = d_grad.max(max_abs_diff(&var.grad(), &want[&format!("grad.{name}")]));
+    }
+    // The cache continues after the prefix: prompt 7 + 3 single steps equals the full sequence.
+    let d_cache = max_abs_diff(&chunked(&model, &ids, &[7, 1, 1, 1]), &logits);
+    println!(
+        "{case} + prefix (3 tokens, 2 KV heads): logits |Δ| {d_logits:.3e}, loss |Δ| {d_loss:.3e}, prefix gradients \
+         |Δ| {d_grad:.3e}; cached steps |Δ| {d_cache:.3e}"
+    );
+    assert!(d_logits <= TOL && d_loss <= TOL && d_grad <= TOL && d_cache <= TOL);
 }
