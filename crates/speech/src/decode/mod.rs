@@ -1,6 +1,7 @@
 //! Decoding: greedy and beam search, language detection, long-form windows, and timestamped long-form
 //! transcription with OpenAI's response formats.
 
+mod beam;
 mod formats;
 mod language;
 mod languages;

@@ -1,11 +1,10 @@
 //! Batched greedy and beam search in no-timestamps mode, after OpenAI's `DecodingTask` (`GreedyDecoder`,
 //! `BeamSearchDecoder`, `MaximumLikelihoodRanker`).
 
-use std::collections::HashMap;
-
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
+use super::beam::{select, Hypothesis};
 use super::language::detect_language;
 use super::options::{DecodeOptions, Transcript};
 use crate::models::{KvCache, Whisper};
@@ -51,14 +50,6 @@ impl Suppression {
         let mask = if first { &self.first } else { &self.always };
         logits.masked_fill(mask, f64::NEG_INFINITY).log_softmax(-1, Kind::Float)
     }
-}
-
-/// A finished or unfinished hypothesis: generated tokens (no `<|endoftext|>`) and their summed log-probability
-/// (including that of `<|endoftext|>` once finished).
-#[derive(Debug, Clone)]
-struct Hypothesis {
-    tokens: Vec<i64>,
-    sum_logprob: f64,
 }
 
 fn to_vec_f64(t: &Tensor) -> Result<Vec<f64>> {
@@ -192,57 +183,11 @@ impl Search<'_> {
         for step in 0..self.max_new {
             let (top_lp, top) = self.suppression.log_probs(&logits, step == 0).topk(width, -1, true, true);
             let (top_lp, top) = (to_vec_f64(&top_lp)?, to_vec_i64(&top)?);
-            let mut next: Vec<Hypothesis> = Vec::with_capacity(rows);
-            let mut sources: Vec<i64> = Vec::with_capacity(rows);
-            for (item, item_finished) in finished.iter_mut().enumerate() {
-                // Candidates keyed by their token sequence: identical beams (all of them at the first step)
-                // propose the same sequences, kept once with the last proposer, as OpenAI's dict does.
-                let mut order: Vec<(Vec<i64>, f64, usize)> = Vec::new();
-                let mut index: HashMap<Vec<i64>, usize> = HashMap::new();
-                for (row, beam) in beams.iter().enumerate().skip(item * k).take(k) {
-                    for c in 0..k + 1 {
-                        let at = row * (k + 1) + c;
-                        let mut seq = beam.tokens.clone();
-                        seq.push(top[at]);
-                        let score = beam.sum_logprob + top_lp[at];
-                        match index.get(&seq) {
-                            Some(&i) => order[i] = (seq, score, row),
-                            None => {
-                                index.insert(seq.clone(), order.len());
-                                order.push((seq, score, row));
-                            }
-                        }
-                    }
-                }
-                // Stable, so ties keep proposal order as Python's sorted does.
-                order.sort_by(|a, b| b.1.total_cmp(&a.1));
-                let mut saved = 0;
-                for (mut seq, score, row) in order {
-                    if seq.last() == Some(&self.eot) {
-                        if item_finished.len() < k {
-                            seq.pop();
-                            item_finished.push(Hypothesis { tokens: seq, sum_logprob: score });
-                        }
-                    } else {
-                        next.push(Hypothesis { tokens: seq, sum_logprob: score });
-                        sources.push(row as i64);
-                        saved += 1;
-                        if saved == k {
-                            break;
-                        }
-                    }
-                }
-                // Only reachable when most proposals were suppressed: repeat the last beam to keep k rows.
-                while saved < k {
-                    let (h, s) = match (next.last(), sources.last()) {
-                        (Some(h), Some(&s)) if saved > 0 => (h.clone(), s),
-                        _ => (beams[item * k].clone(), (item * k) as i64),
-                    };
-                    next.push(h);
-                    sources.push(s);
-                    saved += 1;
-                }
-            }
+            // Each row proposes its k + 1 best continuations, best first.
+            let proposals: Vec<Vec<(i64, f64)>> = (0..rows)
+                .map(|row| (0..k + 1).map(|c| (top[row * (k + 1) + c], top_lp[row * (k + 1) + c])).collect())
+                .collect();
+            let (next, sources) = select(&beams, &proposals, &mut finished, k, self.eot);
             beams = next;
             if finished.iter().all(|f| f.len() >= k) || step + 1 == self.max_new {
                 break;

@@ -2,13 +2,12 @@
 //! filters applied on the host ([`TimestampRules`]), as openai-whisper's `DecodingTask` with `ApplyTimestampRules`.
 //! The windows of a group share one prompt length: the decoder has no padding mask.
 
-use std::collections::HashMap;
-
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
+use super::beam::{select, Hypothesis};
 use super::rules::{argmax, TimestampRules};
 use crate::models::{KvCache, Whisper};
 
@@ -32,13 +31,6 @@ pub(crate) struct Decoded {
     pub avg_logprob: f64,
     /// Probability of `<|nospeech|>` at `<|startoftranscript|>` (0 for a vocabulary without it).
     pub no_speech_prob: f64,
-}
-
-/// A row's hypothesis: its tokens (no `<|endoftext|>`) and their summed log-probability.
-#[derive(Debug, Clone, Default)]
-struct Hypothesis {
-    tokens: Vec<i64>,
-    sum_logprob: f64,
 }
 
 impl Hypothesis {
@@ -203,55 +195,7 @@ impl Group<'_> {
                     idx.into_iter().map(|i| (i as i64, lp[i])).collect()
                 })
                 .collect();
-            let mut next: Vec<Hypothesis> = Vec::with_capacity(rows);
-            let mut sources: Vec<i64> = Vec::with_capacity(rows);
-            for (item, item_finished) in finished.iter_mut().enumerate() {
-                // Candidates keyed by their token sequence: identical beams (all of them at the first step)
-                // propose the same sequences, kept once with the last proposer, as openai-whisper's dict does.
-                let mut order: Vec<(Vec<i64>, f64, usize)> = Vec::new();
-                let mut index: HashMap<Vec<i64>, usize> = HashMap::new();
-                for row in item * k..(item + 1) * k {
-                    for &(token, lp) in &proposals[row] {
-                        let mut seq = beams[row].tokens.clone();
-                        seq.push(token);
-                        let score = beams[row].sum_logprob + lp;
-                        match index.get(&seq) {
-                            Some(&i) => order[i] = (seq, score, row),
-                            None => {
-                                index.insert(seq.clone(), order.len());
-                                order.push((seq, score, row));
-                            }
-                        }
-                    }
-                }
-                order.sort_by(|a, b| b.1.total_cmp(&a.1));
-                let mut saved = 0;
-                for (mut seq, score, row) in order {
-                    if seq.last() == Some(&self.eot) {
-                        if item_finished.len() < k {
-                            seq.pop();
-                            item_finished.push(Hypothesis { tokens: seq, sum_logprob: score });
-                        }
-                    } else {
-                        next.push(Hypothesis { tokens: seq, sum_logprob: score });
-                        sources.push(row as i64);
-                        saved += 1;
-                        if saved == k {
-                            break;
-                        }
-                    }
-                }
-                // Only when the rules left fewer than k open continuations: repeat the last one.
-                while saved < k {
-                    let (h, s) = match (next.last(), sources.last()) {
-                        (Some(h), Some(&s)) if saved > 0 => (h.clone(), s),
-                        _ => (beams[item * k].clone(), (item * k) as i64),
-                    };
-                    next.push(h);
-                    sources.push(s);
-                    saved += 1;
-                }
-            }
+            let (next, sources) = select(&beams, &proposals, &mut finished, k, self.eot);
             beams = next;
             if finished.iter().all(|f| f.len() >= k) || step + 1 == self.max_new {
                 break;
