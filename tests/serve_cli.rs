@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::serve::{text_run, vision_run, Server, CLASSES};
 use common::*;
@@ -317,8 +316,8 @@ fn api_key_queue_limit_and_graceful_shutdown() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The request is on its way once the client has built it; give it a moment to reach the inference thread.
-    std::thread::sleep(Duration::from_millis(1500));
+    // SIGTERM once the server is answering the request (the client's start-up takes a while on a busy machine).
+    server.wait_in_flight("/v1/audio/transcriptions", Some(key));
     let mut server = server;
     let pid = server.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());

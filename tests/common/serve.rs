@@ -180,6 +180,13 @@ impl Server {
 
     /// A plain HTTP/1.1 request (`Connection: close`): the status and the body as JSON.
     pub fn request(&self, method: &str, path: &str, key: Option<&str>) -> (u16, Value) {
+        let (status, body) = self.request_text(method, path, key);
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}"));
+        (status, json)
+    }
+
+    /// A plain HTTP/1.1 request (`Connection: close`): the status and the body as text.
+    pub fn request_text(&self, method: &str, path: &str, key: Option<&str>) -> (u16, String) {
         let host = self.base.trim_start_matches("http://");
         let mut stream = TcpStream::connect(host).unwrap_or_else(|e| panic!("connecting to {host}: {e}"));
         stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
@@ -195,9 +202,25 @@ impl Server {
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP header end: {text}"));
         let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status code");
         let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-        let body = if chunked { dechunk(body) } else { body.to_string() };
-        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}"));
-        (status, json)
+        (status, if chunked { dechunk(body) } else { body.to_string() })
+    }
+
+    /// Waits (at most 2 minutes) until `/metrics` shows a request in flight on `route`.
+    pub fn wait_in_flight(&self, route: &str, key: Option<&str>) {
+        let needle = format!("suite_requests_in_flight{{route=\"{route}\"}} ");
+        for _ in 0..1200 {
+            let (_, metrics) = self.request_text("GET", "/metrics", key);
+            let busy = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&needle))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|v| v >= 1.0);
+            if busy {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no request in flight on {route} after 2 minutes:\n{}", self.log());
     }
 
     /// Runs `tests/py/serve_clients.py BASE COMMAND ARGS` and parses what it prints.

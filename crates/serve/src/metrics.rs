@@ -9,6 +9,8 @@ pub struct Metrics {
     registry: Registry,
     /// `suite_requests_total{route, model, status}`.
     pub requests: IntCounterVec,
+    /// `suite_requests_in_flight{route}`: requests received and not yet answered.
+    pub in_flight: IntGaugeVec,
     /// `suite_request_duration_seconds{route, model}`: from the request's arrival to its response.
     pub latency: HistogramVec,
     /// `suite_batch_size{model}`: requests answered by one forward pass.
@@ -26,6 +28,11 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new("suite_requests_total", "HTTP requests answered, by route, model and status code"),
             &["route", "model", "status"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGaugeVec::new(
+            Opts::new("suite_requests_in_flight", "HTTP requests received and not yet answered, by route"),
+            &["route"],
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
@@ -50,6 +57,7 @@ impl Metrics {
                 .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(in_flight.clone()),
             Box::new(latency.clone()),
             Box::new(batch_size.clone()),
             Box::new(queue_depth.clone()),
@@ -57,7 +65,7 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Self { registry, requests, latency, batch_size, queue_depth, load_seconds }
+        Self { registry, requests, in_flight, latency, batch_size, queue_depth, load_seconds }
     }
 
     /// The text exposition of every metric.

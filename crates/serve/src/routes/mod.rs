@@ -92,6 +92,16 @@ async fn record(State(state): State<Arc<AppState>>, req: Request, next: Next) ->
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
     let route = route.unwrap_or_else(|| "unmatched".into());
     let path_model = model_from_path(req.uri().path());
+    let in_flight = state.metrics.in_flight.with_label_values(&[&route]);
+    in_flight.inc();
+    // Decremented on drop too, so that a client that goes away mid-request is not counted forever.
+    struct Done(prometheus::IntGauge);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    let _done = Done(in_flight);
     let response = next.run(req).await;
     let model = response.extensions().get::<ModelLabel>().map(|m| m.0.clone()).or(path_model);
     // A label only for served ids, so that clients cannot grow the metric without bound.
