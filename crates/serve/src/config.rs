@@ -67,9 +67,9 @@ impl ModelSpec {
             Some((name, alias)) if valid_id(alias) && !name.is_empty() => (name, Some(alias.to_string())),
             _ => (arg, None),
         };
-        let lower = name.to_ascii_lowercase();
-        let is_whisper = lower.contains("whisper")
-            || (Path::new(name).is_dir() && suite_speech::task::is_model_dir(Path::new(name)));
+        // Only Whisper is served without a run: a folder (hub layout or CTranslate2) is taken as one, and its loader
+        // says so if it is not.
+        let is_whisper = name.to_ascii_lowercase().contains("whisper") || Path::new(name).is_dir();
         if !is_whisper {
             bail!(
                 "--model {name}: only Whisper models are served without a run (vision and text models need their \

@@ -200,44 +200,8 @@ pub fn parse_inputs(v: &Value) -> Result<Vec<TextInput>, AppError> {
     }
 }
 
+/// One input, read by the text crate's own JSON reader (the one `suite predict text` uses for JSONL lines); its
+/// error is prefixed with where in the body the input stands.
 fn parse_input(v: &Value, at: &str) -> Result<TextInput, AppError> {
-    let field = |obj: &serde_json::Map<String, Value>, key: &str| -> Result<Option<String>, AppError> {
-        match obj.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => {
-                Err(AppError::bad(format!("{at}.{key}"), format!("{at}.{key}: expected a string, got {other}")))
-            }
-        }
-    };
-    match v {
-        Value::String(s) => Ok(TextInput::Text { text: s.clone(), pair: None }),
-        Value::Object(obj) => {
-            if let Some(question) = field(obj, "question")? {
-                let context = field(obj, "context")?.ok_or_else(|| {
-                    AppError::bad(format!("{at}.context"), format!("{at}: a question needs a `context`"))
-                })?;
-                return Ok(TextInput::Question { question, context });
-            }
-            if let Some(tokens) = obj.get("tokens") {
-                let words = tokens
-                    .as_array()
-                    .and_then(|a| a.iter().map(|w| w.as_str().map(String::from)).collect::<Option<Vec<_>>>())
-                    .ok_or_else(|| {
-                        AppError::bad(format!("{at}.tokens"), format!("{at}.tokens: expected a list of strings"))
-                    })?;
-                return Ok(TextInput::Tokens(words));
-            }
-            let text = field(obj, "text")?.ok_or_else(|| {
-                AppError::bad(
-                    at,
-                    format!(
-                        "{at}: expected {{\"text\"[, \"text_pair\"]}}, {{\"question\", \"context\"}} or {{\"tokens\"}}"
-                    ),
-                )
-            })?;
-            Ok(TextInput::Text { text, pair: field(obj, "text_pair")? })
-        }
-        other => Err(AppError::bad(at, format!("{at}: expected a string or an object, got {other}"))),
-    }
+    TextInput::from_json(v).map_err(|e| AppError::bad(at, format!("{at}: {e:#}")))
 }
