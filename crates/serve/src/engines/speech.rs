@@ -1,10 +1,9 @@
-//! Whisper transcription and translation: recordings are decoded and resampled one by one, then the batch's
-//! recordings with the same options are transcribed together (their 30-s windows stacked in each round of the
+//! Whisper transcription and translation: recordings arrive decoded and resampled (the handlers do that on the
+//! blocking pool), and the batch's recordings with the same options are transcribed together (their 30-s windows stacked in each round of the
 //! long-form decoder).
 
 use std::path::Path;
 
-use axum::body::Bytes;
 use suite_speech::audio::LogMel;
 use suite_speech::decode::{render, transcribe_timed, ResponseFormat, TranscribeOptions};
 use suite_speech::task::LoadedWhisper;
@@ -15,10 +14,8 @@ use crate::worker::{Engine, Queue};
 
 /// One recording to transcribe or translate.
 pub struct SpeechRequest {
-    /// The encoded audio file as uploaded.
-    pub audio: Bytes,
-    /// The upload's file name, a hint for the container format.
-    pub filename: Option<String>,
+    /// 16 kHz mono samples, from [`suite_speech::audio::decode_audio_bytes`] (never empty).
+    pub samples: Vec<f32>,
     pub options: TranscribeOptions,
     pub format: ResponseFormat,
 }
@@ -63,33 +60,16 @@ impl Engine for SpeechEngine {
 
     fn run(&mut self, batch: Vec<SpeechRequest>) -> Vec<Result<SpeechReply, AppError>> {
         let mut results: Vec<Option<Result<SpeechReply, AppError>>> = batch.iter().map(|_| None).collect();
-        let mut audio: Vec<Option<Vec<f32>>> = Vec::with_capacity(batch.len());
-        for (i, r) in batch.iter().enumerate() {
-            match suite_speech::audio::decode_audio_bytes(&r.audio, r.filename.as_deref()) {
-                Ok(samples) if samples.is_empty() => {
-                    results[i] = Some(Err(AppError::bad("file", "file: no audio in the upload (0 samples)")));
-                    audio.push(None);
-                }
-                Ok(samples) => audio.push(Some(samples)),
-                Err(e) => {
-                    results[i] = Some(Err(AppError::bad("file", format!("file: {e:#}"))));
-                    audio.push(None);
-                }
-            }
-        }
         // Requests with equal options are transcribed together.
         let mut groups: Vec<(TranscribeOptions, Vec<usize>)> = Vec::new();
         for (i, r) in batch.iter().enumerate() {
-            if audio[i].is_none() {
-                continue;
-            }
             match groups.iter_mut().find(|(o, _)| *o == r.options) {
                 Some((_, members)) => members.push(i),
                 None => groups.push((r.options.clone(), vec![i])),
             }
         }
         for (options, members) in groups {
-            let clips: Vec<&[f32]> = members.iter().map(|&i| audio[i].as_deref().unwrap_or_default()).collect();
+            let clips: Vec<&[f32]> = members.iter().map(|&i| batch[i].samples.as_slice()).collect();
             let model = &self.loaded;
             let out = tch::no_grad(|| transcribe_timed(&model.model, &model.tokenizer, &self.mel, &clips, &options));
             match out {

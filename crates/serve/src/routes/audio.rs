@@ -137,7 +137,16 @@ async fn audio(State(state): State<Arc<AppState>>, req: Request, task: Task) -> 
         ..TranscribeOptions::default()
     };
     options.validate().map_err(|e| AppError::bad("body", format!("{e:#}")))?;
-    let reply = queue.submit(SpeechRequest { audio, filename, options, format }).await?;
+    // Decoding and resampling are CPU work: on the blocking pool, beside the inference thread.
+    let samples =
+        tokio::task::spawn_blocking(move || suite_speech::audio::decode_audio_bytes(&audio, filename.as_deref()))
+            .await
+            .map_err(|_| AppError::Internal("audio decoding failed".into()))?
+            .map_err(|e| AppError::bad("file", format!("file: {e:#}")))?;
+    if samples.is_empty() {
+        return Err(AppError::bad("file", "file: no audio in the upload (0 samples)"));
+    }
+    let reply = queue.submit(SpeechRequest { samples, options, format }).await?;
     let mut response = ([(header::CONTENT_TYPE, reply.content_type)], reply.body).into_response();
     response.extensions_mut().insert(ModelLabel(id));
     Ok(response)
