@@ -1,9 +1,11 @@
 //! What every decoder-only language model offers a generation loop or an SFT trainer: logits over the vocabulary
 //! for a batch of token ids, optionally continuing from a [`KvCache`] of the keys and values already computed.
 //!
-//! Batches here are rectangular and unpadded: every row of a prompt has the same length and all rows advance
-//! together. Batched prompts of different lengths (left padding with an attention mask and per-row positions)
-//! come later with batched generation.
+//! A plain batch is rectangular: every row has the same length and starts at position 0 (or at the cache's
+//! length). A [`BatchLayout`] describes the other two shapes a batch takes: prompts of different lengths, left
+//! padded, in generation (an attention mask and per-row positions, as transformers' `generate` builds them), and
+//! short examples packed into one row for SFT (positions restarting at each example and no attention across
+//! example boundaries).
 
 use suite_core::nn::VisitLayers;
 use tch::Tensor;
@@ -74,6 +76,83 @@ impl KvCache {
     }
 }
 
+/// How the rows of a batch are laid out when they are not one unpadded sequence each. Every field is optional;
+/// the default layout is the plain rectangular batch.
+#[derive(Debug, Default)]
+pub struct BatchLayout {
+    /// `[batch, cached + len]` (int or bool): 1 for real tokens, 0 for padding, covering the cached positions as
+    /// well as the new ones, as transformers' `attention_mask` during `generate`. Padded keys are never attended.
+    pub attention_mask: Option<Tensor>,
+    /// `[batch, len]` (int64) positions of the new tokens; default `cached..cached + len` on every row. Left-padded
+    /// rows use `cumsum(attention_mask) - 1`, packed rows restart at 0 for each example.
+    pub position_ids: Option<Tensor>,
+    /// `[batch, len]` (int64) which example of a packed row each token belongs to: a token attends only to the
+    /// earlier tokens of its own example. Only without a cache.
+    pub segment_ids: Option<Tensor>,
+}
+
+impl BatchLayout {
+    /// Whether this is the plain rectangular layout.
+    pub fn is_plain(&self) -> bool {
+        self.attention_mask.is_none() && self.position_ids.is_none() && self.segment_ids.is_none()
+    }
+
+    /// Positions `[batch or 1, len]` (int64) of `len` new tokens after `past` cached ones.
+    pub fn positions(&self, len: i64, past: i64, device: tch::Device) -> Tensor {
+        match &self.position_ids {
+            Some(p) => p.to_device(device),
+            None => Tensor::arange_start(past, past + len, (tch::Kind::Int64, device)).unsqueeze(0),
+        }
+    }
+
+    /// The boolean attention mask `[batch or 1, 1, len, prefix + past + len]` (true = may attend) of `len` new
+    /// queries over `prefix` always-visible prefix slots (prefix tuning), `past` cached keys and the new keys:
+    /// causal, minus padded keys, minus keys of other packed examples. `None` when plain causal attention (or none,
+    /// for one new token) is all there is, so the caller can use SDPA's own causal path.
+    ///
+    /// A query whose every key is masked (a left-padding position) would give NaN in softmax; such rows may
+    /// attend to their own position instead. Their outputs are padding and ignored by every caller.
+    pub fn attention_mask_4d(&self, len: i64, prefix: i64, past: i64, device: tch::Device) -> Option<Tensor> {
+        if self.attention_mask.is_none() && self.segment_ids.is_none() && prefix == 0 && past == 0 {
+            return None;
+        }
+        if self.attention_mask.is_none() && self.segment_ids.is_none() && len == 1 {
+            return None;
+        }
+        let total = prefix + past + len;
+        let opts = (tch::Kind::Bool, device);
+        // Key j (over past + new) is visible to query i when j <= past + i.
+        let q = Tensor::arange(len, (tch::Kind::Int64, device)).unsqueeze(1) + past;
+        let k = Tensor::arange(past + len, (tch::Kind::Int64, device)).unsqueeze(0);
+        let mut allowed = k.le_tensor(&q).unsqueeze(0).unsqueeze(0); // [1, 1, len, past + len]
+        if let Some(m) = &self.attention_mask {
+            let keys = m.to_device(device).ne(0).unsqueeze(1).unsqueeze(1); // [b, 1, 1, past + len]
+            allowed = allowed.logical_and(&keys);
+        }
+        if let Some(seg) = &self.segment_ids {
+            let seg = seg.to_device(device);
+            let same = seg.unsqueeze(2).eq_tensor(&seg.unsqueeze(1)).unsqueeze(1); // [b, 1, len, len]
+            allowed = if past == 0 {
+                allowed.logical_and(&same)
+            } else {
+                let old = Tensor::ones([1, 1, len, past], opts).expand([same.size()[0], 1, len, past], false);
+                allowed.logical_and(&Tensor::cat(&[old, same], 3))
+            };
+        }
+        // Rows with nothing visible may see themselves.
+        let empty = allowed.any_dim(-1, true).logical_not();
+        let own = k.eq_tensor(&q).unsqueeze(0).unsqueeze(0);
+        allowed = allowed.logical_or(&empty.logical_and(&own));
+        if prefix > 0 {
+            let b = allowed.size()[0];
+            let pre = Tensor::ones([b, 1, len, prefix], opts);
+            allowed = Tensor::cat(&[pre, allowed], 3);
+        }
+        debug_assert_eq!(allowed.size()[3], total);
+        Some(allowed)
+    }
+}
+
 /// A decoder-only language model: token ids in, next-token logits out.
 ///
 /// The model's PEFT-capable layers are visible through [`VisitLayers`], so every method of `suite_core::peft`
@@ -87,7 +166,13 @@ pub trait CausalLm: VisitLayers + Send {
     /// Without a cache the ids are positions `0..len` under a causal mask. With a cache, their positions continue
     /// from [`KvCache::len`], they attend to every cached position and to the earlier new ones, and their keys
     /// and values are appended to the cache. `train` switches dropout and adapter dropout.
-    fn forward(&self, input_ids: &Tensor, cache: Option<&mut KvCache>, train: bool) -> Tensor;
+    fn forward(&self, input_ids: &Tensor, cache: Option<&mut KvCache>, train: bool) -> Tensor {
+        self.forward_layout(input_ids, &BatchLayout::default(), cache, train)
+    }
+
+    /// As [`CausalLm::forward`], for a batch laid out as `layout` says (left padding, packed examples).
+    fn forward_layout(&self, input_ids: &Tensor, layout: &BatchLayout, cache: Option<&mut KvCache>, train: bool)
+        -> Tensor;
 
     /// An empty cache sized for this model.
     fn new_cache(&self) -> KvCache {

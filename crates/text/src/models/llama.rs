@@ -4,8 +4,7 @@
 //! (`model.embed_tokens.weight`, `model.layers.N.self_attn.q_proj.weight`, `model.norm.weight`, `lm_head.weight`)
 //! so that a hub `model.safetensors` (or its shards) loads by name.
 //!
-//! Not yet here: padding-aware batches (left-padded prompts of different lengths need an attention mask and
-//! per-row positions), gradient checkpointing, Qwen2's sliding-window attention, and other RoPE scalings (YaRN,
+//! Batches may be left padded or packed ([`BatchLayout`]). Not yet here: gradient checkpointing, Qwen2's sliding-window attention, and other RoPE scalings (YaRN,
 //! dynamic NTK, LongRoPE), which are refused with an error naming the field.
 
 use std::path::{Path, PathBuf};
@@ -17,7 +16,7 @@ use suite_core::peft::PeftTargets;
 use suite_core::weights::{load_safetensors, safetensors_index_shards, LoadOptions, LoadReport};
 use tch::{nn, Device, Kind, Tensor};
 
-use super::causal::{CausalLm, CausalLmInfo, KvCache};
+use super::causal::{BatchLayout, CausalLm, CausalLmInfo, KvCache};
 use super::layers::Embedding;
 
 /// The model types this file builds.
@@ -347,11 +346,15 @@ impl Attention {
         }
     }
 
-    /// `cached` is the cache's length before this call (positions continue from it).
+    /// `positions` are the new tokens' positions `[batch or 1, len]` before the prefix offset; `cached` is the
+    /// cache's length before this call.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,
         inv_freq: &Tensor,
+        positions: &Tensor,
+        layout: &BatchLayout,
         cached: i64,
         cache: Option<(&mut KvCache, usize)>,
         train: bool,
@@ -366,7 +369,7 @@ impl Attention {
         // the cache, so the tokens' positions start after it.
         let prefix = self.slots.prefix.as_ref().map(|p| p.key_values(b, train));
         let p_len = prefix.as_ref().map_or(0, |(pk, _)| pk.size()[2]);
-        let (cos, sin) = rope_tables(inv_freq, p_len + cached, t, q.kind());
+        let (cos, sin) = rope_tables(inv_freq, &(positions + p_len), q.kind());
         let q = apply_rotary(&q, &cos, &sin);
         let k = apply_rotary(&k, &cos, &sin);
         let (k, v) = match cache {
@@ -377,25 +380,15 @@ impl Attention {
             Some((pk, pv)) => (Tensor::cat(&[pk.to_kind(k.kind()), k], 2), Tensor::cat(&[pv.to_kind(v.kind()), v], 2)),
             None => (k, v),
         };
-        let past = k.size()[2] - t;
         let n_rep = heads / kv_heads;
         let (k, v) = (repeat_kv(&k, n_rep), repeat_kv(&v, n_rep));
-        // A prompt from position 0 uses SDPA's own causal mask; one new token sees everything. A chunk after
-        // cached (or prefix) positions needs the mask aligned to the bottom right, which SDPA's `is_causal`
-        // (aligned top left) does not give, so it gets an explicit one.
+        // A plain prompt from position 0 uses SDPA's own causal mask and one new token sees everything; padding,
+        // packed examples, prefixes and chunks after cached positions get an explicit mask (SDPA's `is_causal`
+        // aligns top left, not bottom right as a chunk after a cache needs).
         let p = if train { self.slots.dropout } else { 0.0 };
-        let sdpa = |mask: Option<&Tensor>, causal: bool| {
-            Tensor::scaled_dot_product_attention(&q, &k, &v, mask, p, causal, None::<f64>, false)
-        };
-        let out = if past == 0 {
-            sdpa(None, t > 1)
-        } else if t == 1 {
-            sdpa(None, false)
-        } else {
-            let future = Tensor::ones([t, past + t], (Kind::Bool, q.device())).triu(1 + past);
-            let mask = Tensor::zeros([t, past + t], (q.kind(), q.device())).masked_fill(&future, f64::NEG_INFINITY);
-            sdpa(Some(&mask), false)
-        };
+        let mask = layout.attention_mask_4d(t, p_len, cached, q.device());
+        let causal = mask.is_none() && cached == 0 && t > 1;
+        let out = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), p, causal, None::<f64>, false);
         let out = out.transpose(1, 2).reshape([b, t, heads * d]);
         self.o_proj.forward_t(&out, train)
     }
@@ -548,12 +541,12 @@ impl LlamaForCausalLm {
     }
 }
 
-/// Cosine and sine `[len, head_dim]` for positions `start..start + len` (float32, as transformers computes them,
-/// then cast to the activations' kind).
-fn rope_tables(inv_freq: &Tensor, start: i64, len: i64, kind: Kind) -> (Tensor, Tensor) {
-    let pos = Tensor::arange_start(start, start + len, (Kind::Int64, inv_freq.device())).to_kind(Kind::Float);
-    let freqs = pos.unsqueeze(1) * inv_freq.unsqueeze(0);
-    let emb = Tensor::cat(&[&freqs, &freqs], 1);
+/// Cosine and sine `[batch or 1, 1, len, head_dim]` for `positions` `[batch or 1, len]` (float32, as
+/// transformers computes them, then cast to the activations' kind).
+fn rope_tables(inv_freq: &Tensor, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+    let pos = positions.to_kind(Kind::Float);
+    let freqs = pos.unsqueeze(-1) * inv_freq.view([1, 1, -1]);
+    let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
     (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
 }
 
@@ -575,14 +568,21 @@ impl CausalLm for LlamaForCausalLm {
         &self.info
     }
 
-    fn forward(&self, input_ids: &Tensor, mut cache: Option<&mut KvCache>, train: bool) -> Tensor {
+    fn forward_layout(
+        &self,
+        input_ids: &Tensor,
+        layout: &BatchLayout,
+        mut cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Tensor {
         // Read once: the first layer's append changes what the cache reports.
         let cached = cache.as_ref().map_or(0, |c| c.len());
+        let positions = layout.positions(input_ids.size()[1], cached, input_ids.device());
         let mut x = self.embed_tokens.forward(input_ids);
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x);
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            let a = layer.self_attn.forward(&h, &self.inv_freq, cached, layer_cache, train);
+            let a = layer.self_attn.forward(&h, &self.inv_freq, &positions, layout, cached, layer_cache, train);
             // Not `+=`: an in-place add would overwrite the input `input_layernorm` saved for backward.
             x = &x + a;
             let h = layer.post_attention_layernorm.forward(&x);

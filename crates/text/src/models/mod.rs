@@ -8,6 +8,7 @@
 
 mod bert;
 mod causal;
+mod causal_load;
 mod config;
 mod distilbert;
 mod export;
@@ -27,7 +28,8 @@ mod llama_tests;
 mod parity_tests;
 
 pub use bert::BertModel;
-pub use causal::{CausalLm, CausalLmInfo, KvCache};
+pub use causal::{BatchLayout, CausalLm, CausalLmInfo, KvCache};
+pub use causal_load::{causal_model_type, causal_model_types, causal_peft_targets, load_causal_lm, new_causal_lm};
 pub use config::{Activation, EncoderConfig, ModelType, SUPPORTED_MODEL_TYPES};
 pub use distilbert::DistilBertModel;
 pub use export::{copy_tokenizer_files, TOKENIZER_FILES};
