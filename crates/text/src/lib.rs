@@ -8,5 +8,6 @@ pub mod generate;
 pub mod metrics;
 pub mod models;
 pub mod offline;
+pub mod offline_lm;
 pub mod predict;
 pub mod task;

@@ -13,6 +13,8 @@
 //! - `whisper-step`: full fine-tuning steps of whisper-base (batch 2 of LibriVox log-mels with their transcripts,
 //!   AdamW fused) against transformers' WhisperForConditionalGeneration on the same exported weights, plus the
 //!   real-time factor of greedy transcription on both sides; 3 timed steps by default.
+//! - `sft-step`, `generate`: a LoRA SFT step and greedy generation of a random 40 M-parameter Llama against
+//!   transformers (+ peft); see [`lm`].
 //! - `serve`: `suite serve` against FastAPI + uvicorn (text, vision) and faster-whisper (speech); see
 //!   [`serve`].
 
@@ -32,6 +34,8 @@ use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 
 use crate::args::BenchArgs;
 
+#[path = "bench_lm.rs"]
+mod lm;
 #[path = "bench_serve.rs"]
 mod serve;
 
@@ -41,7 +45,8 @@ const MINILM_STEP_PY: &str = include_str!("../../bench/minilm_step.py");
 const WHISPER_STEP_PY: &str = include_str!("../../bench/whisper_step.py");
 
 /// The benchmarks `suite bench` runs.
-const BENCHMARKS: &[&str] = &["resnet50-step", "head-only", "minilm-step", "whisper-step", "serve"];
+const BENCHMARKS: &[&str] =
+    &["resnet50-step", "head-only", "minilm-step", "whisper-step", "sft-step", "generate", "serve"];
 
 const RESNET_BATCH: i64 = 8;
 const RESNET_CLASSES: i64 = 10;
@@ -89,6 +94,8 @@ struct Report {
     threads: i32,
     interop_threads: i32,
     iters: usize,
+    /// What the throughputs count: images, sequences or tokens.
+    unit: &'static str,
     suite: Side,
     pytorch: Side,
     /// suite's throughput over PyTorch's (above 1: suite is faster); for resnet50-step, of the median steps.
@@ -105,7 +112,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.name == "serve" {
         return serve::run(&args);
     }
-    let iters = args.iters.unwrap_or(if args.name == "whisper-step" { 3 } else { 10 });
+    let iters = args.iters.unwrap_or(match args.name.as_str() {
+        "whisper-step" => 3,
+        "sft-step" | "generate" => 5,
+        _ => 10,
+    });
     if iters == 0 {
         bail!("--iters must be at least 1");
     }
@@ -115,6 +126,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "head-only" => head_only(iters, device)?,
         "minilm-step" => minilm_step(iters, device)?,
         "whisper-step" => whisper_step(iters, device)?,
+        "sft-step" => lm::sft_step(iters, device)?,
+        "generate" => lm::generate(iters, device)?,
         other => bail!("unknown benchmark {other:?}; known: {}", BENCHMARKS.join(", ")),
     };
     print_table(&report);
@@ -209,6 +222,7 @@ fn resnet50_step(iters: usize, device: Device) -> Result<Report> {
         threads: tch::get_num_threads(),
         interop_threads: tch::get_num_interop_threads(),
         iters,
+        unit: "images",
         ratio: suite.median_images_per_sec.unwrap_or(f64::NAN) / pytorch.median_images_per_sec.unwrap_or(f64::NAN),
         ratio_of_means: Some(suite.images_per_sec / pytorch.images_per_sec),
         suite,
@@ -335,6 +349,7 @@ fn minilm_step(iters: usize, device: Device) -> Result<Report> {
         threads: tch::get_num_threads(),
         interop_threads: tch::get_num_interop_threads(),
         iters,
+        unit: "images",
         ratio: suite.median_images_per_sec.unwrap_or(f64::NAN) / pytorch.median_images_per_sec.unwrap_or(f64::NAN),
         ratio_of_means: Some(suite.images_per_sec / pytorch.images_per_sec),
         suite,
@@ -434,6 +449,7 @@ fn whisper_step(iters: usize, device: Device) -> Result<Report> {
         threads: tch::get_num_threads(),
         interop_threads: tch::get_num_interop_threads(),
         iters,
+        unit: "images",
         ratio: suite.median_images_per_sec.unwrap_or(f64::NAN) / pytorch.median_images_per_sec.unwrap_or(f64::NAN),
         ratio_of_means: Some(suite.images_per_sec / pytorch.images_per_sec),
         suite,
@@ -564,6 +580,7 @@ fn head_only(epochs: usize, device: Device) -> Result<Report> {
         threads: tch::get_num_threads(),
         interop_threads: tch::get_num_interop_threads(),
         iters: epochs,
+        unit: "images",
         ratio: pytorch.seconds / suite.seconds,
         ratio_of_means: None,
         suite,
@@ -632,9 +649,9 @@ fn print_table(r: &Report) {
     println!("{:<22}{:>14}{:>16}", "", "suite", "PyTorch eager");
     let row = |label: &str, a: f64, b: f64| println!("{label:<22}{a:>14.2}{b:>16.2}");
     row("time (s)", r.suite.seconds, r.pytorch.seconds);
-    row("images/s", r.suite.images_per_sec, r.pytorch.images_per_sec);
+    row(&format!("{}/s", r.unit), r.suite.images_per_sec, r.pytorch.images_per_sec);
     if let (Some(a), Some(b)) = (r.suite.median_images_per_sec, r.pytorch.median_images_per_sec) {
-        row("images/s, median step", a, b);
+        row(&format!("{}/s, median step", r.unit), a, b);
     }
     if let (Some(a), Some(b)) = (r.suite.phase_ms, r.pytorch.phase_ms) {
         row("forward (ms/step)", a.forward, b.forward);
@@ -644,6 +661,10 @@ fn print_table(r: &Report) {
     let acc = |s: &Side| s.extra.get("val_accuracy").and_then(Value::as_f64);
     if let (Some(a), Some(b)) = (acc(&r.suite), acc(&r.pytorch)) {
         row("val accuracy", a, b);
+    }
+    let peak = |s: &Side| s.extra.get("peak_rss_mib").and_then(Value::as_f64);
+    if let (Some(a), Some(b)) = (peak(&r.suite), peak(&r.pytorch)) {
+        println!("{:<22}{a:>14.0}{b:>16.0}", "peak RSS added (MiB)");
     }
     let rtf = |s: &Side| s.extra.get("rtf").and_then(Value::as_f64);
     if let (Some(a), Some(b)) = (rtf(&r.suite), rtf(&r.pytorch)) {

@@ -26,6 +26,25 @@ pub fn run(args: DataArgs) -> Result<()> {
             );
             Ok(())
         }
-        other => bail!("unknown data set {other:?}: expected mnist5k, fortunes4, reuters2, ner-synth or qa-synth"),
+        "fortunes-lm" => {
+            let assets = suite_core::cache::assets_dir();
+            let p = suite_text::offline_lm::fortunes_lm(&assets.join("fortunes"), &args.out, 0)?;
+            println!(
+                "wrote {} ({} documents), {} ({} conversations), {} ({} held-out conversations) and the model \
+                 folder {} (tokenizer, chat template, config of a {:.1} M-parameter Llama; no weights)",
+                p.pretrain.display(),
+                p.sizes.0,
+                p.instruct_train.display(),
+                p.sizes.1,
+                p.instruct_test.display(),
+                p.sizes.2,
+                p.model.display(),
+                p.parameters as f64 / 1e6
+            );
+            Ok(())
+        }
+        other => bail!(
+            "unknown data set {other:?}: expected mnist5k, fortunes4, fortunes-lm, reuters2, ner-synth or qa-synth"
+        ),
     }
 }
