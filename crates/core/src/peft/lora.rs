@@ -185,6 +185,19 @@ impl Geometry {
     }
 }
 
+/// `weight` with the LoRA/DoRA update of `parts` folded in, as a new tensor, the layer left as it is: what
+/// [`merge_lora`] writes into the layer (`weight` 2-D for a dense layer, 4-D for a convolution).
+pub(crate) fn folded_weight(weight: &Tensor, parts: &LoraParts) -> Tensor {
+    let geo = if weight.dim() == 4 { Geometry::Conv } else { Geometry::Dense };
+    tch::no_grad(|| {
+        let adapted = weight + geo.delta(parts, weight).to_kind(weight.kind());
+        match &parts.magnitude {
+            None => adapted,
+            Some(m) => geo.dora_factor(m, &geo.norm(&adapted)) * adapted,
+        }
+    })
+}
+
 /// Folds the adapter into `weight` in place; returns DoRA's weight norm, which unmerging needs.
 fn fold(weight: &Tensor, parts: &LoraParts, geo: &Geometry) -> Option<Tensor> {
     tch::no_grad(|| {

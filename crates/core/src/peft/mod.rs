@@ -14,6 +14,7 @@ mod config;
 mod file;
 mod ia3;
 mod lora;
+mod merged;
 mod prefix;
 mod registry;
 mod targets;
@@ -25,6 +26,7 @@ pub use config::{
 };
 pub use file::{base_checksum, load_adapter, read_adapter, save_adapter, AdapterFile};
 pub use lora::{merge_lora, unmerge_lora};
+pub use merged::merged_weights;
 pub use targets::{pattern_matches, PeftTargets};
 
 #[cfg(test)]
