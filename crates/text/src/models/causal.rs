@@ -174,6 +174,12 @@ pub trait CausalLm: VisitLayers + Send {
     fn forward_layout(&self, input_ids: &Tensor, layout: &BatchLayout, cache: Option<&mut KvCache>, train: bool)
         -> Tensor;
 
+    /// The device the weights live on, where input ids must be. The default suits CPU-only models; every model
+    /// that may be moved to an accelerator overrides it.
+    fn device(&self) -> tch::Device {
+        tch::Device::Cpu
+    }
+
     /// An empty cache sized for this model.
     fn new_cache(&self) -> KvCache {
         KvCache::new(self.info().num_layers)

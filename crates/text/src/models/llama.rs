@@ -568,6 +568,10 @@ impl CausalLm for LlamaForCausalLm {
         &self.info
     }
 
+    fn device(&self) -> Device {
+        self.inv_freq.device()
+    }
+
     fn forward_layout(
         &self,
         input_ids: &Tensor,
