@@ -25,6 +25,15 @@ pub struct LoadOptions {
     /// Prefixes removed from a checkpoint name that matches no variable as it is, tried in order: `bert.`,
     /// `roberta.`, `backbone.`, `module.`…
     pub strip_prefixes: Vec<String>,
+    /// Prefixes put in front of a checkpoint name that matches no variable as it is nor after stripping, tried in
+    /// order: the original GPT-2 checkpoints name `h.0.attn.c_attn.weight` what `GPT2LMHeadModel` calls
+    /// `transformer.h.0.attn.c_attn.weight`.
+    pub add_prefixes: Vec<String>,
+    /// Variable names, or dotted suffixes of them (`attn.c_attn.weight`), whose checkpoint tensors are stored
+    /// transposed: GPT-2's `Conv1D` keeps its weight `[in, out]` where a [`crate::nn::Linear`] has `[out, in]`.
+    /// Such 2-D tensors are matched by their transposed shape and transposed as they are copied; whoever writes
+    /// the checkpoint format back must transpose them again.
+    pub transposed: Vec<String>,
     /// Checkpoint names, or name prefixes, that are ignored before matching (`embeddings.position_ids`).
     pub skip: Vec<String>,
     /// Report missing and unexpected names without failing; shape and dtype mismatches still fail unless the
@@ -91,6 +100,33 @@ impl LoadOptions {
     {
         self.strip_prefixes.extend(owned(prefixes));
         self
+    }
+
+    /// Adds prefixes to put in front of checkpoint names that do not match otherwise.
+    pub fn add_prefixes<I, S>(mut self, prefixes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.add_prefixes.extend(owned(prefixes));
+        self
+    }
+
+    /// Adds variable names or dotted name suffixes whose checkpoint tensors are stored transposed.
+    pub fn transposed<I, S>(mut self, suffixes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.transposed.extend(owned(suffixes));
+        self
+    }
+
+    /// Whether the variable `name` is stored transposed in the checkpoint (see [`LoadOptions::transposed`]).
+    fn is_transposed(&self, name: &str) -> bool {
+        self.transposed
+            .iter()
+            .any(|s| name.strip_suffix(s.as_str()).is_some_and(|rest| rest.is_empty() || rest.ends_with('.')))
     }
 
     /// Adds checkpoint names or prefixes to ignore.
@@ -216,8 +252,8 @@ fn kinds_compatible(dst: Kind, src: Kind) -> bool {
 
 /// The result of matching checkpoint entries with variables: what to copy where, and the report.
 struct Plan {
-    /// (entry index, variable name).
-    copies: Vec<(usize, String)>,
+    /// (entry index, variable name, whether the tensor is transposed on the way).
+    copies: Vec<(usize, String, bool)>,
     report: LoadReport,
 }
 
@@ -234,7 +270,16 @@ fn plan(vars: &HashMap<String, Tensor>, entries: &[Entry], opts: &LoadOptions, s
         let target = if vars.contains_key(&e.name) {
             Some(e.name.as_str())
         } else {
-            opts.strip_prefixes.iter().find_map(|p| e.name.strip_prefix(p.as_str()).filter(|r| vars.contains_key(*r)))
+            let stripped = || {
+                opts.strip_prefixes
+                    .iter()
+                    .find_map(|p| e.name.strip_prefix(p.as_str()).filter(|r| vars.contains_key(*r)))
+            };
+            let added = || {
+                let names = opts.add_prefixes.iter().map(|p| format!("{p}{}", e.name));
+                names.into_iter().find_map(|n| vars.get_key_value(&n).map(|(k, _)| k.as_str()))
+            };
+            stripped().or_else(added)
         };
         let Some(target) = target else {
             report.unexpected.push(e.name.clone());
@@ -245,7 +290,9 @@ fn plan(vars: &HashMap<String, Tensor>, entries: &[Entry], opts: &LoadOptions, s
             continue;
         }
         let var = &vars[target];
-        let shape_ok = var.size() == e.shape;
+        let transpose = e.shape.len() == 2 && opts.is_transposed(target);
+        let stored: Vec<i64> = if transpose { e.shape.iter().rev().copied().collect() } else { e.shape.clone() };
+        let shape_ok = var.size() == stored;
         let kind_ok = e.kind.is_some_and(|k| kinds_compatible(var.kind(), k));
         if !(shape_ok && kind_ok) {
             report.mismatched.push(Mismatch {
@@ -260,7 +307,7 @@ fn plan(vars: &HashMap<String, Tensor>, entries: &[Entry], opts: &LoadOptions, s
             continue;
         }
         taken.insert(target.to_string());
-        copies.push((i, target.to_string()));
+        copies.push((i, target.to_string(), transpose));
     }
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
@@ -346,8 +393,9 @@ pub fn load_named_from(
     let entries: Vec<Entry> = tensors.iter().map(|(n, t)| entry_of(n.clone(), t)).collect();
     let vars = vs.variables();
     let plan = plan(&vars, &entries, opts, source)?;
-    for (i, var) in &plan.copies {
-        copy_into(&vars, var, &tensors[*i].1, source)?;
+    for (i, var, transpose) in &plan.copies {
+        let t = &tensors[*i].1;
+        copy_into(&vars, var, &if *transpose { t.tr() } else { t.shallow_clone() }, source)?;
     }
     Ok(plan.report)
 }
@@ -479,10 +527,11 @@ pub fn load_safetensors(vs: &VarStore, files: &[PathBuf], opts: &LoadOptions) ->
     }
     let vars = vs.variables();
     let plan = plan(&vars, &entries, opts, &source)?;
-    for (i, var) in &plan.copies {
+    for (i, var, transpose) in &plan.copies {
         let (fi, name) = origin[*i];
         let view = parsed[fi].tensor(name).map_err(|e| anyhow!("{}: tensor {name}: {e}", files[fi].display()))?;
         let t = view_to_tensor(name, &view, &files[fi])?;
+        let t = if *transpose { t.tr() } else { t };
         copy_into(&vars, var, &t, &files[fi].display().to_string())?;
     }
     Ok(plan.report)
@@ -584,6 +633,32 @@ mod tests {
         assert_eq!(report.loaded.len(), 4);
         assert_eq!(report.skipped, vec!["embeddings.position_ids".to_string()]);
         assert_eq!(vs.variables()["body.steps"].int64_value(&[]), 7);
+    }
+
+    #[test]
+    fn adds_prefixes_and_transposes_conv1d_weights() {
+        // GPT-2's layout: names without the model's `transformer.` prefix, a square weight and a non-square one
+        // stored [in, out]. The square one would load silently wrong without the transpose.
+        let vs = VarStore::new(Device::Cpu);
+        let root = vs.root().sub("transformer");
+        let _ = root.sub("c_attn").var("weight", &[4, 3], nn::Init::Const(0.0));
+        let _ = root.sub("c_proj").var("weight", &[3, 3], nn::Init::Const(0.0));
+        let _ = root.sub("c_proj").var("bias", &[3], nn::Init::Const(0.0));
+        let a = Tensor::arange(12, (Kind::Float, Device::Cpu)).view([3, 4]);
+        let p = Tensor::arange(9, (Kind::Float, Device::Cpu)).view([3, 3]);
+        let ckpt = vec![
+            ("c_attn.weight".to_string(), a.shallow_clone()),
+            ("transformer.c_proj.weight".to_string(), p.shallow_clone()),
+            ("c_proj.bias".to_string(), Tensor::ones([3], (Kind::Float, Device::Cpu))),
+        ];
+        let opts = LoadOptions::strict().add_prefixes(["transformer."]).transposed(["c_attn.weight", "c_proj.weight"]);
+        let report = load_named(&vs, ckpt, &opts).unwrap();
+        assert_eq!(report.loaded.len(), 3);
+        let v = vs.variables();
+        assert!(v["transformer.c_attn.weight"].equal(&a.tr()));
+        assert!(v["transformer.c_proj.weight"].equal(&p.tr()));
+        // A dotted suffix only: `bias` is not transposed, and `xc_proj.weight` would not match `c_proj.weight`.
+        assert!(!opts.is_transposed("transformer.xc_proj.weight") && opts.is_transposed("c_proj.weight"));
     }
 
     #[test]
