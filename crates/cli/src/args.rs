@@ -34,6 +34,10 @@ pub enum Command {
     Transcribe(TranscribeArgs),
     /// Serve models over HTTP: prediction for vision and text runs, OpenAI's audio API for Whisper.
     Serve(ServeArgs),
+    /// Continue prompts with a language model (a run's or a model folder).
+    Generate(GenerateArgs),
+    /// Talk with a language model on the terminal (/reset starts over, /exit or end of input quits).
+    Chat(ChatArgs),
 }
 
 /// A domain.
@@ -573,4 +577,85 @@ pub struct ServeArgs {
     /// libtorch threads (default: libtorch's own choice).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+/// Which language model `suite generate` and `suite chat` use: a run's model or a model folder (one of them).
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("lm_source").required(true).args(["run", "model"])))]
+pub struct LmModelArgs {
+    /// An SFT run folder whose model to use (its `best/` or `final/` folder).
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// `best` (default) or `final` model of --run.
+    #[arg(long, default_value = "best")]
+    pub which: String,
+    /// A model folder: hub layout (config.json, model.safetensors, tokenizer.json) or a PEFT folder saved by SFT.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// How `suite generate` and `suite chat` choose tokens.
+#[derive(Debug, Args)]
+pub struct SamplingArgs {
+    /// The most tokens to generate per answer.
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy decoding (default: 0 for generate, 0.7 for chat).
+    #[arg(long, allow_negative_numbers = true)]
+    pub temperature: Option<f64>,
+    /// Sample only among the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling: only the most likely tokens whose probabilities add up to P, in (0, 1].
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub top_p: f64,
+    /// Penalty on tokens already in the text (1: off), as transformers' `repetition_penalty`.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub repetition_penalty: f64,
+    /// Seed of the sampler: the same seed gives the same answer.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `suite generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Prompts to continue; several are generated as one batch.
+    #[arg(required = true)]
+    pub prompts: Vec<String>,
+    /// The model.
+    #[command(flatten)]
+    pub model: LmModelArgs,
+    /// Token choice.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// A string that ends the answer (not printed); repeatable.
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Wrap each prompt as a user message in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// With --chat: a system message before each prompt.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// One JSON object per prompt (text, token_ids, finish_reason, token counts) instead of the text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `suite chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The model.
+    #[command(flatten)]
+    pub model: LmModelArgs,
+    /// Token choice.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// A system message that starts the conversation (kept by /reset).
+    #[arg(long)]
+    pub system: Option<String>,
 }

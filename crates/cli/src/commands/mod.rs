@@ -1,10 +1,12 @@
 //! One module per subcommand.
 
 mod bench;
+mod chat;
 mod data;
 mod eval;
 mod export;
 mod finetune;
+mod generate;
 mod predict;
 mod report;
 mod serve;
@@ -27,5 +29,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Transcribe(a) => speech::transcribe(a),
         Command::Serve(a) => serve::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Chat(a) => chat::run(a),
     }
 }
