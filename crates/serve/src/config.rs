@@ -23,6 +23,10 @@ pub enum ModelSource {
     Run { dir: PathBuf, which: String },
     /// A base model by registry name (`whisper-base`) or folder, for domains that need no fine-tuned head.
     Base(String),
+    /// A decoder-only language model folder, served by the chat and completion routes: a hub layout
+    /// (`config.json` with a causal-LM `model_type`, weights, tokenizer) or what an SFT run saves (the same, or a
+    /// PEFT adapter over its base).
+    LanguageModel(PathBuf),
 }
 
 /// One served model.
@@ -36,13 +40,25 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     /// `--run DIR` or `--run DIR=ALIAS`: the domain comes from the run's `config.toml`, the id from the alias or
-    /// else the folder's name.
+    /// else the folder's name. A run whose models are decoder-only language models (an SFT run), or such a model
+    /// folder itself, is served by the chat routes.
     pub fn from_run_arg(arg: &str, which: &str) -> Result<Self> {
         let (dir, alias) = match arg.rsplit_once('=') {
             Some((dir, alias)) if valid_id(alias) && !dir.is_empty() => (PathBuf::from(dir), Some(alias.to_string())),
             _ => (PathBuf::from(arg), None),
         };
-        let domain = run_domain(&dir)?;
+        // A language model is recognised by its saved folders, whatever the run's recipe calls its table.
+        let lm = if is_language_model_dir(&dir) {
+            Some(dir.clone())
+        } else if ["best", "final"].iter().any(|w| is_language_model_dir(&dir.join(w))) {
+            Some(dir.join(which))
+        } else {
+            None
+        };
+        let (domain, source) = match lm {
+            Some(model) => (Domain::Text, ModelSource::LanguageModel(model)),
+            None => (run_domain(&dir)?, ModelSource::Run { dir: dir.clone(), which: which.to_string() }),
+        };
         let id = match alias {
             Some(a) => a,
             None => {
@@ -57,33 +73,52 @@ impl ModelSpec {
                 name
             }
         };
-        Ok(Self { id, domain, source: ModelSource::Run { dir, which: which.to_string() } })
+        Ok(Self { id, domain, source })
     }
 
-    /// `--model NAME[=ALIAS]`: a base Whisper model by registry name (`whisper-base`), hub id or folder. Vision
-    /// and text models need a fine-tuned head, so they are served from runs.
+    /// `--model NAME[=ALIAS]`: a decoder-only language model folder (hub layout, or an SFT output with or without
+    /// a PEFT adapter), or a base Whisper model by registry name (`whisper-base`), hub id or folder. Vision and
+    /// text classifiers need a fine-tuned head, so they are served from runs.
     pub fn from_model_arg(arg: &str) -> Result<Self> {
         let (name, alias) = match arg.rsplit_once('=') {
             Some((name, alias)) if valid_id(alias) && !name.is_empty() => (name, Some(alias.to_string())),
             _ => (arg, None),
         };
-        // Only Whisper is served without a run: a folder (hub layout or CTranslate2) is taken as one, and its loader
-        // says so if it is not.
-        let is_whisper = name.to_ascii_lowercase().contains("whisper") || Path::new(name).is_dir();
-        if !is_whisper {
-            bail!(
-                "--model {name}: only Whisper models are served without a run (vision and text models need their \
-                 fine-tuned head: serve the run with --run runs/NAME)"
-            );
-        }
+        let (domain, source) = if is_language_model_dir(Path::new(name)) {
+            (Domain::Text, ModelSource::LanguageModel(PathBuf::from(name)))
+        } else {
+            // Any other folder (hub layout or CTranslate2) is taken as a Whisper, and its loader says so if it is
+            // not.
+            let is_whisper = name.to_ascii_lowercase().contains("whisper") || Path::new(name).is_dir();
+            if !is_whisper {
+                bail!(
+                    "--model {name}: only language model folders and Whisper models are served without a run \
+                     (vision and text classifiers need their fine-tuned head: serve the run with --run runs/NAME)"
+                );
+            }
+            (Domain::Speech, ModelSource::Base(name.to_string()))
+        };
         let id = alias.unwrap_or_else(|| {
-            Path::new(name).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| name.into())
+            let path = Path::new(name);
+            // `runs/x/best` is better named by its run than by `best`.
+            let named = match path.file_name().and_then(|n| n.to_str()) {
+                Some("best" | "final") => path.parent().and_then(Path::file_name).or(path.file_name()),
+                _ => path.file_name(),
+            };
+            named.map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| name.into())
         });
         if !valid_id(&id) {
             bail!("--model {arg}: {id:?} is not usable as a model id; name it: --model {name}=ID");
         }
-        Ok(Self { id, domain: Domain::Speech, source: ModelSource::Base(name.to_string()) })
+        Ok(Self { id, domain, source })
     }
+}
+
+/// Whether `dir` holds a decoder-only language model: its `config.json` names a causal-LM `model_type` (SFT
+/// outputs keep their base's `config.json`, PEFT ones included).
+pub fn is_language_model_dir(dir: &Path) -> bool {
+    let config = dir.join("config.json");
+    config.is_file() && suite_text::models::causal_model_type(&config).is_ok()
 }
 
 /// Model ids go into URL paths and metric labels: letters, digits, `.`, `_`, `-`.

@@ -78,6 +78,17 @@ impl AppError {
             AppError::Internal(_) => ("server_error", None),
         }
     }
+
+    /// The body of the error answer, `{"error": {"message", "type", "param", "code"}}` (also the event a stream
+    /// sends when it fails after its start).
+    pub fn to_json(&self) -> serde_json::Value {
+        let (kind, code) = self.kind();
+        let param = match self {
+            AppError::BadRequest { param, .. } => param.clone(),
+            _ => None,
+        };
+        json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})
+    }
 }
 
 impl From<anyhow::Error> for AppError {
@@ -94,13 +105,7 @@ impl IntoResponse for AppError {
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             eprintln!("error: internal failure answering a request: {self}");
         }
-        let (kind, code) = self.kind();
-        let param = match &self {
-            AppError::BadRequest { param, .. } => param.clone(),
-            _ => None,
-        };
-        let body = json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}});
-        let mut response = (status, axum::Json(body)).into_response();
+        let mut response = (status, axum::Json(self.to_json())).into_response();
         if let AppError::Unavailable { retry_after_s, .. } = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
         }

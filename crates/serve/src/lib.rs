@@ -2,7 +2,8 @@
 //!
 //! HTTP on axum/tokio/hyper ([`app`] builds the router over shared [`AppState`]); each served model has its own
 //! inference thread with a bounded queue and a dynamic batcher ([`worker`]); the domain crates' prediction APIs do
-//! the work ([`engines`]). Speech speaks OpenAI's audio API; errors are JSON in OpenAI's shape ([`AppError`]);
+//! the work ([`engines`]). Speech speaks OpenAI's audio API, language models its chat and completion APIs (with
+//! server-sent events for streams); errors are JSON in OpenAI's shape ([`AppError`]);
 //! `GET /metrics` is Prometheus text; `GET /` is a page to try the models.
 
 pub mod config;
@@ -25,7 +26,7 @@ pub use error::AppError;
 pub use routes::app;
 pub use state::AppState;
 
-use engines::{SpeechEngine, TextEngine, VisionEngine};
+use engines::{ChatEngine, SpeechEngine, TextEngine, VisionEngine};
 use state::{Handle, ModelInfo, Served};
 use worker::Loaded;
 
@@ -77,12 +78,19 @@ fn start_model(
             let w = worker::spawn(id, b, metrics, move || TextEngine::load(&dir, &which, device))?;
             (Handle::Text(w.queue), w.loaded)
         }
-        (Domain::Speech, source) => {
-            let spec_str = match source {
-                ModelSource::Run { dir, which } => SpeechEngine::run_model_dir(dir, which)?.display().to_string(),
-                ModelSource::Base(name) => name.clone(),
-            };
+        (_, ModelSource::LanguageModel(dir)) => {
+            let dir = dir.clone();
+            let w = worker::spawn(id, b, metrics, move || ChatEngine::load(&dir, device))?;
+            (Handle::Chat(w.queue), w.loaded)
+        }
+        (Domain::Speech, ModelSource::Run { dir, which }) => {
+            let spec_str = SpeechEngine::run_model_dir(dir, which)?.display().to_string();
             let w = worker::spawn(id, b, metrics, move || SpeechEngine::load(&spec_str, device))?;
+            (Handle::Speech(w.queue), w.loaded)
+        }
+        (Domain::Speech, ModelSource::Base(name)) => {
+            let name = name.clone();
+            let w = worker::spawn(id, b, metrics, move || SpeechEngine::load(&name, device))?;
             (Handle::Speech(w.queue), w.loaded)
         }
         (domain, ModelSource::Base(name)) => bail!("{name}: a {domain:?} model is served from a run (--run)"),

@@ -7,14 +7,14 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::Domain;
-use crate::engines::{SpeechQueue, TextQueue, VisionQueue};
+use crate::engines::{ChatQueue, SpeechQueue, TextQueue, VisionQueue};
 use crate::error::AppError;
 use crate::metrics::Metrics;
 
 /// What a loaded model tells clients about itself (`GET /v1/models`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
-    /// `image-classification`, `classify`, `ner`, `qa`, `transcribe`.
+    /// `image-classification`, `classify`, `ner`, `qa`, `transcribe`, `text-generation`.
     pub task: String,
     /// Class names or tags (empty for speech and QA).
     pub labels: Vec<String>,
@@ -29,6 +29,8 @@ pub enum Handle {
     Vision(VisionQueue),
     Text(TextQueue),
     Speech(SpeechQueue),
+    /// A decoder-only language model (the chat and completion routes).
+    Chat(ChatQueue),
 }
 
 /// One served model.

@@ -1,10 +1,12 @@
 //! The inference side of each domain: an [`Engine`](crate::worker::Engine) per domain that answers a batch of
 //! requests through the domain crate's prediction API, and the loader that builds it on its inference thread.
 
+mod chat;
 mod speech;
 mod text;
 mod vision;
 
+pub use chat::{ChatEngine, ChatEvent, ChatQueue, ChatRequest, Events, Prompt, TEXT_GENERATION};
 pub use speech::{SpeechEngine, SpeechQueue, SpeechReply, SpeechRequest};
 pub use text::{TextEngine, TextQueue, TextRequest};
 pub use vision::{VisionEngine, VisionQueue, VisionRequest};

@@ -1,6 +1,8 @@
 //! The HTTP routes, one small module each, and the middleware around them (API key, metrics, JSON 404/405).
 
 mod audio;
+mod chat;
+mod chat_body;
 mod info;
 mod predict;
 
@@ -39,6 +41,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/models/{id}/predict", post(predict::predict))
         .route("/v1/audio/transcriptions", post(audio::transcriptions))
         .route("/v1/audio/translations", post(audio::translations))
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(chat::completions))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -121,5 +125,7 @@ fn model_from_path(path: &str) -> Option<String> {
     Some(rest.split('/').next().unwrap_or(rest).to_string())
 }
 
+#[cfg(test)]
+mod chat_tests;
 #[cfg(test)]
 mod tests;

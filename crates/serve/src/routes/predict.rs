@@ -63,6 +63,12 @@ pub async fn predict(
                 format!("{id:?} is a speech model: POST audio to /v1/audio/transcriptions or /v1/audio/translations"),
             ))
         }
+        Handle::Chat(_) => {
+            return Err(AppError::bad(
+                "model",
+                format!("{id:?} is a language model: POST to /v1/chat/completions or /v1/completions"),
+            ))
+        }
     };
     let mut response = Json(body).into_response();
     response.extensions_mut().insert(ModelLabel(id));
@@ -78,12 +84,13 @@ fn check_top_k(k: Option<usize>) -> Result<usize, AppError> {
 }
 
 /// The request's media type, lower-case, without parameters (`multipart/form-data`, `application/json`…).
-fn media_type(req: &Request) -> Option<String> {
+pub(super) fn media_type(req: &Request) -> Option<String> {
     let v = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
     Some(v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase())
 }
 
-async fn body_bytes(state: &Arc<AppState>, req: Request) -> Result<Bytes, AppError> {
+/// The whole body; an empty one is a 400.
+pub(super) async fn body_bytes(state: &Arc<AppState>, req: Request) -> Result<Bytes, AppError> {
     let bytes = Bytes::from_request(req, state).await.map_err(|e| from_rejection(e.status(), e.body_text(), "body"))?;
     if bytes.is_empty() {
         return Err(AppError::bad("body", "the request body is empty"));
