@@ -32,7 +32,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Transcribe (or translate) audio files with Whisper or a speech run's model.
     Transcribe(TranscribeArgs),
-    /// Serve models over HTTP: prediction for vision and text runs, OpenAI's audio API for Whisper.
+    /// Serve models over HTTP: prediction for vision and text runs, OpenAI's audio API for Whisper, its chat and
+    /// completion APIs for language models.
     Serve(ServeArgs),
     /// Continue prompts with a language model (a run's or a model folder).
     Generate(GenerateArgs),
@@ -537,7 +538,8 @@ pub struct ServeArgs {
     /// folder's name). Repeat for more models.
     #[arg(long = "run", value_name = "DIR[=ID]")]
     pub runs: Vec<String>,
-    /// A base Whisper model by registry name (`whisper-base`), hub id or folder; `NAME=ID` names it. Repeatable.
+    /// A language model folder (hub layout or SFT output), or a base Whisper model by registry name
+    /// (`whisper-base`), hub id or folder; `NAME=ID` names it. Repeatable.
     #[arg(long = "model", value_name = "NAME[=ID]")]
     pub models: Vec<String>,
     /// Which model of each run: best or final.
