@@ -1,12 +1,16 @@
 """Writes a tiny random decoder-only LM folder in hub layout, as a test fixture (no hub access needed).
 
     python tiny_lm.py OUT_DIR [--arch llama|qwen2|gpt2] [--seed N] [--layers N] [--hidden N] [--no-weights]
+                      [--random-all] [--set KEY=JSON ...]
 
 The folder holds what a hub model has: config.json, model.safetensors (random weights from transformers'
 own initialisation, unless --no-weights), generation_config.json, tokenizer.json (a byte-level BPE trained
 here on a fixed corpus with the `tokenizers` package) and tokenizer_config.json with a ChatML chat template
 (the Qwen2.5 / SmolLM2 style: `<|im_start|>role\\ncontent<|im_end|>\\n`). The end-of-turn token
 `<|im_end|>` is the eos token, as in Qwen2.5-Instruct.
+
+Parity tests add --random-all (biases and norm weights random too, so that a test sees each of them loaded
+and used) and --set to change any config field (`--set scale_attn_by_inverse_layer_idx=true --set n_inner=80`).
 """
 import argparse
 import json
@@ -78,6 +82,8 @@ def main():
     ap.add_argument("--vocab", type=int, default=384)
     ap.add_argument("--context", type=int, default=128)
     ap.add_argument("--no-weights", action="store_true")
+    ap.add_argument("--random-all", action="store_true", help="randomise 1-D parameters (biases, norms) as well")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a config field")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     tok = tokenizer(a.out, a.vocab)
@@ -96,6 +102,9 @@ def main():
         config = cls(hidden_size=a.hidden, intermediate_size=2 * a.hidden, num_hidden_layers=a.layers,
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=a.context,
                      tie_word_embeddings=a.arch == "qwen2", **common)
+    for item in a.set:
+        key, _, value = item.partition("=")
+        setattr(config, key, json.loads(value))
     if a.no_weights:
         config.save_pretrained(a.out)
     else:
@@ -105,6 +114,9 @@ def main():
             for p in model.parameters():
                 if p.dim() > 1:
                     p.normal_(0, 0.2)
+                elif a.random_all:
+                    # Around the initial value (norm weights stay near 1).
+                    p.add_(torch.randn_like(p) * 0.2)
         model.save_pretrained(a.out, safe_serialization=True)
     transformers.GenerationConfig(eos_token_id=eos, pad_token_id=pad).save_pretrained(a.out)
 

@@ -171,8 +171,13 @@ pub trait CausalLm: VisitLayers + Send {
     }
 
     /// As [`CausalLm::forward`], for a batch laid out as `layout` says (left padding, packed examples).
-    fn forward_layout(&self, input_ids: &Tensor, layout: &BatchLayout, cache: Option<&mut KvCache>, train: bool)
-        -> Tensor;
+    fn forward_layout(
+        &self,
+        input_ids: &Tensor,
+        layout: &BatchLayout,
+        cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Tensor;
 
     /// The device the weights live on, where input ids must be. The default suits CPU-only models; every model
     /// that may be moved to an accelerator overrides it.

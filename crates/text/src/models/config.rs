@@ -77,9 +77,11 @@ pub enum Activation {
 }
 
 impl Activation {
-    const NAMES: &'static str = "gelu, gelu_new, gelu_pytorch_tanh, relu";
+    /// The config names [`Activation::parse`] accepts, for error messages.
+    pub(crate) const NAMES: &'static str = "gelu, gelu_new, gelu_pytorch_tanh, relu";
 
-    fn parse(s: &str) -> Option<Self> {
+    /// The activation a config names, or `None` when it is not supported.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "gelu" => Self::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" => Self::GeluTanh,

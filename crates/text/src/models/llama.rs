@@ -92,32 +92,32 @@ pub struct LlamaConfig {
     pub eos_token_ids: Vec<i64>,
 }
 
-fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+pub(super) fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.get(key).filter(|x| !x.is_null())
 }
 
-fn int(v: &Value, key: &str, default: Option<i64>) -> Result<i64> {
+pub(super) fn int(v: &Value, key: &str, default: Option<i64>) -> Result<i64> {
     match field(v, key) {
         None => default.ok_or_else(|| anyhow!("missing field `{key}`")),
         Some(x) => x.as_i64().ok_or_else(|| anyhow!("field `{key}` = {x}: expected an integer")),
     }
 }
 
-fn float(v: &Value, key: &str, default: f64) -> Result<f64> {
+pub(super) fn float(v: &Value, key: &str, default: f64) -> Result<f64> {
     match field(v, key) {
         None => Ok(default),
         Some(x) => x.as_f64().ok_or_else(|| anyhow!("field `{key}` = {x}: expected a number")),
     }
 }
 
-fn boolean(v: &Value, key: &str, default: bool) -> Result<bool> {
+pub(super) fn boolean(v: &Value, key: &str, default: bool) -> Result<bool> {
     match field(v, key) {
         None => Ok(default),
         Some(x) => x.as_bool().ok_or_else(|| anyhow!("field `{key}` = {x}: expected true or false")),
     }
 }
 
-fn token_ids(v: &Value, key: &str) -> Result<Vec<i64>> {
+pub(super) fn token_ids(v: &Value, key: &str) -> Result<Vec<i64>> {
     let bad = |x: &Value| anyhow!("field `{key}` = {x}: expected a token id or a list of token ids");
     match field(v, key) {
         None => Ok(Vec::new()),
@@ -551,7 +551,7 @@ fn rope_tables(inv_freq: &Tensor, positions: &Tensor, kind: Kind) -> (Tensor, Te
 }
 
 /// `model.safetensors` or, for a sharded checkpoint, the shards of `model.safetensors.index.json`.
-fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(super) fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
     if single.is_file() {
         return Ok(vec![single]);

@@ -12,6 +12,7 @@ mod causal_load;
 mod config;
 mod distilbert;
 mod export;
+mod gpt2;
 mod heads;
 mod layers;
 mod llama;
@@ -23,6 +24,12 @@ mod text_model;
 #[cfg(test)]
 mod config_tests;
 #[cfg(test)]
+mod fixture_tests;
+#[cfg(test)]
+mod gpt2_tests;
+#[cfg(test)]
+mod layout_tests;
+#[cfg(test)]
 mod llama_tests;
 #[cfg(test)]
 mod parity_tests;
@@ -33,6 +40,9 @@ pub use causal_load::{causal_model_type, causal_model_types, causal_peft_targets
 pub use config::{Activation, EncoderConfig, ModelType, SUPPORTED_MODEL_TYPES};
 pub use distilbert::DistilBertModel;
 pub use export::{copy_tokenizer_files, TOKENIZER_FILES};
+pub use gpt2::{
+    gpt2_checkpoint_tensors, gpt2_peft_targets, Gpt2Config, Gpt2LmHeadModel, GPT2_CONV1D_WEIGHTS, GPT2_MODEL_TYPES,
+};
 pub use heads::Head;
 pub use llama::{llama_peft_targets, LlamaConfig, LlamaForCausalLm, RopeScaling, LLAMA_MODEL_TYPES};
 pub use registry::{known_models, minilm_asset_dir, resolve_text_model, TextModelFiles, DEFAULT_TEXT_MODEL};
