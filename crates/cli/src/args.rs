@@ -73,7 +73,8 @@ pub struct FinetuneArgs {
     /// Pretrained weights: a local file or folder, or a hub id `org/name[@revision]`.
     #[arg(long)]
     pub weights: Option<String>,
-    /// `pretrained` (default) or `random` to train from scratch on purpose.
+    /// `pretrained` (default) or `random` to train from scratch on purpose (vision); `scratch` for a language
+    /// model built from its folder's config.json (text, `--task sft`).
     #[arg(long)]
     pub init: Option<String>,
     /// Training data: an image folder, a CSV/JSONL manifest…
@@ -126,7 +127,7 @@ pub struct FinetuneArgs {
 /// Flags that override `[text]`.
 #[derive(Debug, Args, Default)]
 pub struct TextArgs {
-    /// Text task: `classify`, `ner` or `qa`.
+    /// Text task: `classify`, `ner`, `qa` or `sft` (supervised fine-tuning of a language model).
     #[arg(long)]
     pub task: Option<String>,
     /// Tokens per sequence (QA: per window), special tokens included.
@@ -162,6 +163,15 @@ pub struct TextArgs {
     /// Learning-rate multiplier of the pretrained encoder relative to the head.
     #[arg(long, allow_negative_numbers = true)]
     pub encoder_lr_mult: Option<f64>,
+    /// SFT: one example per row, right padded, instead of packing several examples into each row.
+    #[arg(long)]
+    pub no_packing: bool,
+    /// SFT: held-out prompts answered greedily at each evaluation for exact match and ROUGE-L (0: none).
+    #[arg(long)]
+    pub eval_generate: Option<usize>,
+    /// SFT: a system message put in front of every conversation that has none.
+    #[arg(long)]
+    pub system_prompt: Option<String>,
 }
 
 /// Flags that override `[speech]` (`--task transcribe|translate` is shared with text).

@@ -200,6 +200,7 @@ impl TextPredictor {
                 })
             }
             // A QA config's id2label is the base model's leftover (LABEL_0, LABEL_1), not outputs of the span head.
+            TextTaskKind::Sft => unreachable!("load_trained refuses language models"),
             TextTaskKind::Qa => Model::Span(SpanTask {
                 vs,
                 model,
@@ -228,6 +229,7 @@ impl TextPredictor {
             TextTaskKind::Classify => "classify",
             TextTaskKind::Ner => "ner",
             TextTaskKind::Qa => "qa",
+            TextTaskKind::Sft => "sft",
         }
     }
 
@@ -269,6 +271,7 @@ impl TextPredictor {
                     .context("the question is too long for this model's windows")
             }
             (TextTaskKind::Qa, _) => bail!("question answering needs a \"question\" and a \"context\""),
+            (TextTaskKind::Sft, _) => bail!("a language model answers chat requests, not predictions"),
             (task, TextInput::Question { .. }) => bail!(
                 "a \"question\" input is for question answering; this is a {} model (send \"text\"{})",
                 if task == TextTaskKind::Ner { "named-entity" } else { "classification" },

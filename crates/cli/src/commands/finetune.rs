@@ -256,6 +256,18 @@ fn apply_text_flags(args: &FinetuneArgs, t: &mut suite_text::task::TextConfig) -
     if let Some(l) = args.label_smoothing {
         t.label_smoothing = l;
     }
+    if let Some(i) = &args.init {
+        t.init = i.parse().map_err(anyhow::Error::msg).context("--init")?;
+    }
+    if a.no_packing {
+        t.packing = false;
+    }
+    if let Some(n) = a.eval_generate {
+        t.eval_generate = n;
+    }
+    if a.system_prompt.is_some() {
+        t.system_prompt = a.system_prompt.clone();
+    }
     Ok(())
 }
 

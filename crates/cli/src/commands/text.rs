@@ -20,8 +20,8 @@ use suite_text::metrics::{Mode, Scheme};
 use suite_text::predict::{TextInput, TextPrediction, TextPredictor};
 use suite_text::task::{
     classify_splits, default_metric, gold_answers, load_trained, ner_splits, prepare, qa_splits, span_settings,
-    HubSaver, NerEval, QaEval, SequenceReport, SequenceTask, SpanTask, TextConfig, TextData, TextJob, TextTask,
-    TextTaskKind,
+    HubSaver, NerEval, QaEval, SequenceReport, SequenceTask, SftTask, SpanTask, TextConfig, TextData, TextJob,
+    TextTask, TextTaskKind,
 };
 
 use crate::args::{EvalArgs, PredictArgs};
@@ -50,6 +50,7 @@ pub fn finetune(mut job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
         (TextTask::Sequence(t), TextData::Classify { train, val }) => trainer.fit(t, train, Some(val), resume)?,
         (TextTask::Sequence(t), TextData::Ner { train, val }) => trainer.fit(t, train, Some(val), resume)?,
         (TextTask::Span(t), TextData::Qa { train, val }) => trainer.fit(t, train, Some(val), resume)?,
+        (TextTask::Sft(t), TextData::Sft { train, val }) => trainer.fit(&mut **t, train, Some(val), resume)?,
         _ => bail!("internal error: task and data of different kinds"),
     };
     report(trainer.run(), &mut prepared, &summary)
@@ -70,6 +71,10 @@ fn write_job_notes(run: &RunDir, job: &TextJob, cfg: &TextConfig) -> Result<()> 
     }
     if let Some(p) = &job.peft {
         notes.push_str(&format!("peft: {}\n", p.summary_line()));
+    }
+    for line in &job.notes {
+        notes.push_str(line);
+        notes.push('\n');
     }
     eprintln!("{} training and {} validation examples", job.sizes.0, job.sizes.1);
     suite_core::runs::atomic_write(&run.root().join("report.txt"), notes.as_bytes())
@@ -110,6 +115,12 @@ fn report(run: &RunDir, job: &mut TextJob, summary: &FitSummary) -> Result<()> {
             reload(&mut t.vs)?;
             let m = evaluate(t, val)?;
             write_qa_report(&dir, t, &m)?;
+            m
+        }
+        (TextTask::Sft(t), TextData::Sft { val, .. }) => {
+            reload(&mut t.vs)?;
+            let m = evaluate(&mut **t, val)?;
+            write_sft_report(&dir, t, &m)?;
             m
         }
         _ => bail!("internal error: task and data of different kinds"),
@@ -177,6 +188,17 @@ fn write_qa_report(dir: &Path, task: &SpanTask, metrics: &Metrics) -> Result<()>
     suite_core::runs::atomic_write(&dir.join("predictions.json"), serde_json::to_string_pretty(&preds)?.as_bytes())
 }
 
+/// SFT: the metrics and each held-out prompt's reference and greedy answer.
+fn write_sft_report(dir: &Path, task: &SftTask, metrics: &Metrics) -> Result<()> {
+    write_metrics(dir, metrics)?;
+    let mut lines = String::new();
+    for g in &task.last_generations {
+        lines.push_str(&serde_json::to_string(g)?);
+        lines.push('\n');
+    }
+    suite_core::runs::atomic_write(&dir.join("generations.jsonl"), lines.as_bytes())
+}
+
 /// The run's recorded job, with its `[text]` table.
 fn text_job(run: &Path) -> Result<(JobFile, TextConfig)> {
     let job: JobFile = suite_core::config::load_toml(&run.join("config.toml"))
@@ -194,6 +216,13 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let (job, cfg) = text_job(&args.run)?;
     let device = parse_device(&args.device)?;
     let dir = model_dir(&args.run, &args.which)?;
+    if cfg.task == TextTaskKind::Sft {
+        bail!(
+            "--run {}: suite eval of an sft run is not supported yet; its eval/metrics.json holds the best model's \
+             scores",
+            args.run.display()
+        );
+    }
     let (vs, model, labels, multi_label) = load_trained(&dir, cfg.task, device)?;
     let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
     let lc = loader_config(args.batch_size);
@@ -240,6 +269,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             };
             evaluate(&mut task, &DataLoader::sequential(ds, lc))?
         }
+        TextTaskKind::Sft => unreachable!("refused above"),
     };
     for (k, v) in &metrics {
         println!("{k:>16}  {v:.4}");

@@ -7,11 +7,13 @@
 
 mod multilabel;
 mod numeric;
+pub mod rouge;
 pub mod seqeval;
 pub mod squad;
 #[cfg(test)]
 mod tests;
 
 pub use multilabel::multilabel_scores;
+pub use rouge::{rouge_l, rouge_tokens};
 pub use seqeval::{entities, seqeval_report, try_entities, Entity, EntityScores, Mode, Scheme, SeqevalReport};
 pub use squad::{exact_match, f1, f1_v1, normalize_answer, squad_v1, squad_v2, SquadScores};

@@ -16,6 +16,8 @@ pub enum TextTaskKind {
     Ner,
     /// Extractive question answering (SQuAD).
     Qa,
+    /// Supervised fine-tuning of a decoder-only language model (chat, prompt/completion, Alpaca or plain text).
+    Sft,
 }
 
 impl std::str::FromStr for TextTaskKind {
@@ -25,7 +27,8 @@ impl std::str::FromStr for TextTaskKind {
             "classify" | "classification" => Ok(Self::Classify),
             "ner" | "token-classification" => Ok(Self::Ner),
             "qa" | "question-answering" => Ok(Self::Qa),
-            _ => Err(format!("task {s:?}: expected classify, ner or qa")),
+            "sft" | "causal-lm" | "text-generation" => Ok(Self::Sft),
+            _ => Err(format!("task {s:?}: expected classify, ner, qa or sft")),
         }
     }
 }
@@ -46,6 +49,28 @@ impl From<SubwordMode> for SubwordLabels {
         match m {
             SubwordMode::First => SubwordLabels::First,
             SubwordMode::All => SubwordLabels::All,
+        }
+    }
+}
+
+/// Where an SFT model's weights start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SftInit {
+    /// The model folder's weights.
+    #[default]
+    Pretrained,
+    /// Random weights from the folder's config.json (pretraining a new model).
+    Scratch,
+}
+
+impl std::str::FromStr for SftInit {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "pretrained" => Ok(Self::Pretrained),
+            "scratch" | "random" => Ok(Self::Scratch),
+            _ => Err(format!("init {s:?}: expected pretrained or scratch")),
         }
     }
 }
@@ -72,7 +97,7 @@ impl Default for Columns {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TextConfig {
-    /// `classify`, `ner` or `qa`.
+    /// `classify`, `ner`, `qa` or `sft`.
     pub task: TextTaskKind,
     /// A registry name (`all-MiniLM-L6-v2`, `bert-base-uncased`…), a local hub-layout folder or a hub id.
     pub model: String,
@@ -106,6 +131,14 @@ pub struct TextConfig {
     pub encoder_lr_mult: f64,
     /// Label smoothing of the classification cross-entropy.
     pub label_smoothing: f64,
+    /// SFT: start from the model's weights or from random weights built from its config.json.
+    pub init: SftInit,
+    /// SFT: pack several examples into each row of `max_len` tokens (attention stays inside each example).
+    pub packing: bool,
+    /// SFT: held-out prompts answered greedily at each evaluation for `exact_match` and `rouge_l` (0: none).
+    pub eval_generate: usize,
+    /// SFT: a system message put in front of every conversation that has none.
+    pub system_prompt: Option<String>,
 }
 
 impl Default for TextConfig {
@@ -128,6 +161,10 @@ impl Default for TextConfig {
             null_threshold: 0.0,
             encoder_lr_mult: 1.0,
             label_smoothing: 0.0,
+            init: SftInit::Pretrained,
+            packing: true,
+            eval_generate: 64,
+            system_prompt: None,
         }
     }
 }
@@ -156,6 +193,9 @@ impl TextConfig {
             if self.max_answer_len == 0 || self.n_best == 0 {
                 bail!("text.max_answer_len and text.n_best must be at least 1");
             }
+        }
+        if self.task != TextTaskKind::Sft && self.init != SftInit::Pretrained {
+            bail!("text.init = \"scratch\" applies to the sft task only");
         }
         if self.multi_label && self.task != TextTaskKind::Classify {
             bail!("text.multi_label applies to classification only");

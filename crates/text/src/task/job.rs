@@ -12,10 +12,12 @@ use tch::{nn::VarStore, Device};
 use super::config::{TextConfig, TextTaskKind};
 use super::peft::{apply_text_peft, load_text_adapter, AdapterMeta, AdapterSaver, ADAPTER_FILE, ADAPTER_META};
 use super::sequence::{HubSaver, NerEval, SequenceTask};
+use super::sft::SftTask;
+use super::sft_job::prepare_sft;
 use super::span::{QaEval, SpanSettings, SpanTask};
 use crate::data::{
     detect_scheme, read_classify, read_classify_checked, read_ner, read_ner_checked, read_squad, ClassifyColumns,
-    ClassifyDataset, ClassifyExample, LabelSet, NerDataset, NerSentence, QaDataset, QaExample, TagScheme,
+    ClassifyDataset, ClassifyExample, LabelSet, NerDataset, NerSentence, QaDataset, QaExample, SftDataset, TagScheme,
     TextTokenizer,
 };
 use crate::metrics::{Mode, Scheme};
@@ -27,6 +29,8 @@ pub enum TextTask {
     Sequence(SequenceTask),
     /// Extractive QA.
     Span(SpanTask),
+    /// Supervised fine-tuning of a language model.
+    Sft(Box<SftTask>),
 }
 
 /// Training and validation loaders of a text job.
@@ -52,6 +56,13 @@ pub enum TextData {
         /// Validation windows.
         val: DataLoader<QaDataset>,
     },
+    /// Language-model rows (packed or padded).
+    Sft {
+        /// Training rows.
+        train: DataLoader<SftDataset>,
+        /// Validation rows.
+        val: DataLoader<SftDataset>,
+    },
 }
 
 /// Everything a text fine-tuning run needs, ready for the trainer.
@@ -72,6 +83,8 @@ pub struct TextJob {
     pub sizes: (usize, usize),
     /// The metric that selects the best model when the recipe says `auto`.
     pub metric: String,
+    /// Lines for the run report about how the data was prepared (SFT: truncation, packing).
+    pub notes: Vec<String>,
 }
 
 /// The metric a task is judged by (`train.metric = "auto"`).
@@ -79,6 +92,7 @@ pub fn default_metric(cfg: &TextConfig) -> &'static str {
     match (cfg.task, cfg.multi_label) {
         (TextTaskKind::Classify, false) => "accuracy",
         (TextTaskKind::Classify, true) => "micro_f1",
+        (TextTaskKind::Sft, _) => "loss",
         _ => "f1",
     }
 }
@@ -93,6 +107,10 @@ pub fn prepare(
     resume: bool,
 ) -> Result<TextJob> {
     cfg.validate()?;
+    if cfg.task == TextTaskKind::Sft {
+        // The base weights (or the random ones) load on resume too; the checkpoint overwrites what trained.
+        return prepare_sft(cfg, peft, train, device);
+    }
     let files = resolve_text_model(&cfg.model)?;
     let tok = TextTokenizer::from_file(&files.tokenizer)?;
     let enc = EncoderConfig::from_file(&files.config)?;
@@ -209,6 +227,7 @@ pub fn prepare(
             };
             (TextTask::Span(task), data, (tr.len(), va.len()))
         }
+        TextTaskKind::Sft => unreachable!("prepared by prepare_sft above"),
     };
 
     // The base weights load on resume too: PEFT's checksum and DoRA's magnitudes come from them, and the
@@ -218,6 +237,7 @@ pub fn prepare(
     let model = match &mut task {
         TextTask::Sequence(t) => &mut t.model,
         TextTask::Span(t) => &mut t.model,
+        TextTask::Sft(_) => unreachable!("prepared by prepare_sft"),
     };
     let load_report =
         Some(model.load_pretrained(&mut vs, &files.weights).with_context(|| format!("loading {}", cfg.model))?);
@@ -231,11 +251,13 @@ pub fn prepare(
         match &mut task {
             TextTask::Sequence(t) => t.saver = Box::new(saver),
             TextTask::Span(t) => t.saver = Box::new(saver),
+            TextTask::Sft(_) => unreachable!("prepared by prepare_sft"),
         }
     }
     let prefix = match &task {
         TextTask::Sequence(t) => t.model.encoder_prefix(),
         TextTask::Span(t) => t.model.encoder_prefix(),
+        TextTask::Sft(_) => unreachable!("prepared by prepare_sft"),
     };
     let rules = if (cfg.encoder_lr_mult - 1.0).abs() > f64::EPSILON {
         vec![GroupRule { prefix: format!("{prefix}."), lr_mult: cfg.encoder_lr_mult }]
@@ -251,8 +273,10 @@ pub fn prepare(
             t.vs = vs;
             TextTask::Span(t)
         }
+        TextTask::Sft(t) => TextTask::Sft(t),
     };
-    Ok(TextJob { task, data, rules, load_report, peft: peft_report, files, sizes, metric: default_metric(cfg).into() })
+    let metric = default_metric(cfg).into();
+    Ok(TextJob { task, data, rules, load_report, peft: peft_report, files, sizes, metric, notes: Vec::new() })
 }
 
 fn val_source(cfg: &TextConfig) -> String {
@@ -363,6 +387,10 @@ pub fn load_trained(
         TextTaskKind::Classify => Head::Classify { num_labels: labels.len() as i64 },
         TextTaskKind::Ner => Head::Tokens { num_labels: labels.len() as i64 },
         TextTaskKind::Qa => Head::Span,
+        TextTaskKind::Sft => bail!(
+            "{}: an SFT run's model is a language model: load it with suite_text::generate::LanguageModel",
+            dir.display()
+        ),
     };
     let mut vs = VarStore::new(device);
     let mut model = TextModel::new(&vs.root(), &enc, head)?;

@@ -9,6 +9,7 @@ mod qa;
 mod qa_post;
 
 pub use batch::TextBatch;
+pub(crate) use batch::IGNORE_INDEX;
 pub use classify::ClassifyDataset;
 pub use ner::NerDataset;
 pub use qa::{QaBatch, QaDataset};
