@@ -26,7 +26,6 @@ const PROMPTS: [i64; 3] = [7, 4, 10];
 const PACKED: [i64; 3] = [4, 3, 5];
 /// Decoding steps after the padded prompt.
 const STEPS: i64 = 3;
-const PAD: i64 = 0;
 
 /// For every folder in `argv[1:]`, `layout.safetensors`: the left-padded `ids` / `mask` / `pos` of the prompts
 /// (lengths 7, 4, 10; pad id 0) and transformers' `logits` for them, the `steps` ids fed one at a time through its
@@ -99,11 +98,7 @@ fn layout_left_padded_prompts_match_transformers_and_each_prompt_alone() {
     for name in CASES {
         let Case { model, refs, .. } = case(name);
         let (ids, mask, pos) = (&refs["ids"], &refs["mask"], &refs["pos"]);
-        let layout = BatchLayout {
-            attention_mask: Some(mask.shallow_clone()),
-            position_ids: Some(pos.shallow_clone()),
-            segment_ids: None,
-        };
+        let layout = layout_of(mask, pos);
         let got = no_grad_forward(model.as_ref(), ids, &layout, None);
         let t = ids.size()[1];
         let (mut d_ref, mut d_alone) = (0.0f64, 0.0f64);
@@ -127,11 +122,7 @@ fn layout_decoding_after_left_padding_matches_transformers_and_each_row_alone() 
         let mut mask = refs["mask"].shallow_clone();
         let mut pos = refs["pos"].shallow_clone();
         let mut cache = model.new_cache();
-        let layout = BatchLayout {
-            attention_mask: Some(mask.shallow_clone()),
-            position_ids: Some(pos.shallow_clone()),
-            segment_ids: None,
-        };
+        let layout = layout_of(&mask, &pos);
         let _ = no_grad_forward(model.as_ref(), ids, &layout, Some(&mut cache));
         let b = ids.size()[0];
         let t = ids.size()[1];
@@ -139,11 +130,7 @@ fn layout_decoding_after_left_padding_matches_transformers_and_each_row_alone() 
         for s in 0..STEPS {
             mask = Tensor::cat(&[&mask, &Tensor::ones([b, 1], (mask.kind(), Device::Cpu))], 1);
             pos = pos.narrow(1, pos.size()[1] - 1, 1) + 1;
-            let layout = BatchLayout {
-                attention_mask: Some(mask.shallow_clone()),
-                position_ids: Some(pos.shallow_clone()),
-                segment_ids: None,
-            };
+            let layout = layout_of(&mask, &pos);
             let got = no_grad_forward(model.as_ref(), &steps.narrow(1, s, 1), &layout, Some(&mut cache));
             assert_eq!(cache.len(), t + s + 1);
             d_ref = d_ref.max(max_abs_diff(&got, &refs[&format!("step{s}")]));
@@ -156,6 +143,27 @@ fn layout_decoding_after_left_padding_matches_transformers_and_each_row_alone() 
         }
         println!("{name}: {STEPS} cached steps after left padding: max |Δ| vs transformers {d_ref:.3e}, vs each row alone {d_alone:.3e}");
         assert!(d_ref <= TOL && d_alone <= TOL, "{name}: decoding after padding differs ({d_ref:e}, {d_alone:e})");
+
+        // The same steps as one chunk after the padded prompt (chunked prefill): a bottom-right causal mask over
+        // the cached keys with the padded ones masked.
+        let mut cache = model.new_cache();
+        let _ = no_grad_forward(model.as_ref(), ids, &layout_of(&refs["mask"], &refs["pos"]), Some(&mut cache));
+        let chunk_mask = Tensor::cat(&[&refs["mask"], &Tensor::ones([b, STEPS], (mask.kind(), Device::Cpu))], 1);
+        let chunk_pos =
+            refs["pos"].narrow(1, t - 1, 1) + Tensor::arange_start(1, STEPS + 1, (Kind::Int64, Device::Cpu));
+        let got = no_grad_forward(model.as_ref(), steps, &layout_of(&chunk_mask, &chunk_pos), Some(&mut cache));
+        let want = Tensor::cat(&(0..STEPS).map(|s| refs[&format!("step{s}")].shallow_clone()).collect::<Vec<_>>(), 1);
+        let d = max_abs_diff(&got, &want);
+        println!("{name}: the {STEPS} steps as one chunk after left padding: max |Δ| vs transformers' steps {d:.3e}");
+        assert!(d <= TOL, "{name}: chunk after padding differs ({d:e})");
+    }
+}
+
+fn layout_of(mask: &Tensor, positions: &Tensor) -> BatchLayout {
+    BatchLayout {
+        attention_mask: Some(mask.shallow_clone()),
+        position_ids: Some(positions.shallow_clone()),
+        segment_ids: None,
     }
 }
 
