@@ -1,8 +1,10 @@
-//! Compiles the C++ shims (csrc/: bf16 autocast, fused AdamW) against the libtorch headers that torch-sys uses.
+//! Compiles the C++ shims (csrc/: bf16 autocast, fused AdamW, activation checkpointing) against the libtorch
+//! headers that torch-sys uses.
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/amp.cpp");
+    println!("cargo:rerun-if-changed=csrc/checkpoint.cpp");
     println!("cargo:rerun-if-changed=csrc/fused_adamw.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let libtorch =
@@ -10,6 +12,7 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("csrc/amp.cpp")
+        .file("csrc/checkpoint.cpp")
         .file("csrc/fused_adamw.cpp")
         .include(libtorch.join("include"))
         .include(libtorch.join("include/torch/csrc/api/include"))

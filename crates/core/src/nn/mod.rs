@@ -7,11 +7,15 @@
 
 mod attention;
 mod batch_norm;
+mod checkpoint;
+#[cfg(test)]
+mod checkpoint_tests;
 mod conv;
 mod linear;
 
 pub use attention::{scaled_dot_product_attention, AttentionSlots, PrefixKv};
 pub use batch_norm::BatchNorm2d;
+pub use checkpoint::checkpoint;
 pub use conv::{Conv2d, Conv2dConfig, ConvAdapter};
 pub use linear::{Linear, LinearAdapter};
 
