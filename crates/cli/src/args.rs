@@ -433,10 +433,14 @@ pub struct PredictArgs {
 /// `suite export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Run folder.
+    /// Run folder (its `best/` or `final/` model is exported).
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    pub run: Option<PathBuf>,
+    /// A model folder to export instead of a run's: a causal LM in hub layout, or an SFT adapter folder
+    /// (`adapter.safetensors` + `suite_adapter.json`).
     #[arg(long)]
-    pub run: PathBuf,
-    /// Output folder.
+    pub model: Option<PathBuf>,
+    /// Output folder (for `--format gguf`: a `.gguf` file, or a folder to write `model-<type>.gguf` in).
     #[arg(long)]
     pub out: PathBuf,
     /// `best` (default) or `final`.
@@ -446,6 +450,19 @@ pub struct ExportArgs {
     /// (without it, a PEFT run exports its adapter folder).
     #[arg(long)]
     pub merge: bool,
+    /// Language models: `hub` (transformers layout, PEFT merged; the default), `peft` (a peft adapter folder) or
+    /// `gguf` (one file for llama.cpp and Ollama).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// `--format hub`: weight type, `f32` (default), `f16` or `bf16`.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// `--format gguf`: `f16` (default) or `q8_0`.
+    #[arg(long, default_value = "f16")]
+    pub gguf_type: String,
+    /// `--format peft`: the `base_model_name_or_path` to record (default: the base model the adapter names).
+    #[arg(long)]
+    pub base: Option<String>,
 }
 
 /// `suite data`.

@@ -4,6 +4,7 @@
 //! No training loop lives here: [`task`] implements [`suite_core::train::TrainModel`] and the core trains it.
 pub mod chat;
 pub mod data;
+pub mod export;
 pub mod generate;
 pub mod metrics;
 pub mod models;

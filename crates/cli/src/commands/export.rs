@@ -1,20 +1,35 @@
 //! `suite export --run runs/NAME --out DIR`: the run's model in hub layout (timm/torchvision names + config.json for
-//! vision; transformers names, config.json and tokenizer files for text).
+//! vision; transformers names, config.json and tokenizer files for text). Language models (`--run` of an SFT run,
+//! or `--model DIR`) export as a hub folder with PEFT merged, a peft adapter folder, or a GGUF file
+//! (`--format hub|peft|gguf`).
 
-use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
 use suite_core::runs::model_dir;
+use suite_text::export::{export_gguf, export_hub, export_peft, GgufType, LmCheckpoint, WeightDtype};
 
 use crate::args::ExportArgs;
 
 /// Entry point.
 pub fn run(args: ExportArgs) -> Result<()> {
-    let src = model_dir(&args.run, &args.which)?;
+    let src = match (&args.run, &args.model) {
+        (Some(run), _) => model_dir(run, &args.which)?,
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => bail!("give --run RUN or --model DIR"),
+    };
+    if args.format.is_some() || is_causal_lm(&src) {
+        return export_lm(&args, &src);
+    }
+    let Some(run) = &args.run else {
+        bail!("--model {}: not a causal language model folder (for encoders, export a run with --run)", src.display())
+    };
     let is_adapter = src.join("adapter.safetensors").is_file();
     if args.merge {
         if !is_adapter {
             anyhow::bail!("--merge: {} holds a full model, not an adapter; export it without --merge", src.display());
         }
-        return merge(&args, &src);
+        return merge(&args, run, &src);
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     // Everything the saved model folder holds: weights, config, and for text the tokenizer files.
@@ -26,7 +41,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             suite_core::runs::atomic_write(&args.out.join(name), &bytes)?;
         }
     }
-    let classes = args.run.join("classes.json");
+    let classes = run.join("classes.json");
     if classes.exists() {
         std::fs::copy(&classes, args.out.join("classes.json"))?;
     }
@@ -35,9 +50,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
 }
 
 /// Folds a LoRA/DoRA adapter into its base model and writes the plain model in hub layout.
-fn merge(args: &ExportArgs, src: &std::path::Path) -> Result<()> {
-    let job: crate::job::JobFile = suite_core::config::load_toml(&args.run.join("config.toml"))
-        .with_context(|| format!("--run {}: not a run folder", args.run.display()))?;
+fn merge(args: &ExportArgs, run: &Path, src: &Path) -> Result<()> {
+    let job: crate::job::JobFile = suite_core::config::load_toml(&run.join("config.toml"))
+        .with_context(|| format!("--run {}: not a run folder", run.display()))?;
     let Some(text) = &job.text else {
         anyhow::bail!("--merge is available for text runs in this version");
     };
@@ -54,4 +69,61 @@ fn merge(args: &ExportArgs, src: &std::path::Path) -> Result<()> {
     model.export(&vs, &args.out, &labels, multi_label, src)?;
     println!("merged {n} LoRA layer(s) of {} into {} (hub layout)", src.display(), args.out.display());
     Ok(())
+}
+
+/// Whether `dir` holds a causal LM (or an adapter of one): its `config.json` names a decoder-only `model_type`.
+fn is_causal_lm(dir: &Path) -> bool {
+    suite_text::models::causal_model_type(&dir.join("config.json")).is_ok()
+}
+
+/// `--format hub|peft|gguf` of a causal LM folder, full or PEFT.
+fn export_lm(args: &ExportArgs, src: &Path) -> Result<()> {
+    let format = args.format.as_deref().unwrap_or("hub");
+    if !matches!(format, "hub" | "peft" | "gguf") {
+        bail!("--format {format:?}: expected hub, peft or gguf");
+    }
+    if args.merge {
+        bail!("--merge is for encoder runs; a language model's --format hub always merges its adapter");
+    }
+    let dtype = WeightDtype::parse(&args.dtype)?;
+    let gguf_type = GgufType::parse(&args.gguf_type)?;
+    if !src.join("config.json").is_file() && !src.join("adapter.safetensors").is_file() {
+        bail!("{}: not a model folder (no config.json or adapter.safetensors)", src.display());
+    }
+    eprintln!("loading {}", src.display());
+    let mut ckpt = LmCheckpoint::load(src)?;
+    match format {
+        "hub" => {
+            export_hub(&ckpt, &args.out, dtype)?;
+            let how = if ckpt.is_peft() { format!(" ({} merged)", ckpt.peft.method_name()) } else { String::new() };
+            println!("exported {}{how} to {} (hub layout, {})", src.display(), args.out.display(), dtype.torch_name());
+        }
+        "peft" => {
+            export_peft(&mut ckpt, &args.out, args.base.as_deref())?;
+            println!(
+                "exported the {} adapter of {} to {} (peft layout)",
+                ckpt.peft.method_name(),
+                src.display(),
+                args.out.display()
+            );
+        }
+        _ => {
+            let path = gguf_path(&args.out, gguf_type)?;
+            export_gguf(&ckpt, &path, gguf_type)?;
+            println!("exported {} to {} (GGUF, {})", src.display(), path.display(), gguf_type.name());
+        }
+    }
+    Ok(())
+}
+
+/// `out` itself when it names a `.gguf` file, else `out/model-<type>.gguf` (the folder is created).
+fn gguf_path(out: &Path, ty: GgufType) -> Result<PathBuf> {
+    if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        return Ok(out.to_path_buf());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    Ok(out.join(format!("model-{}.gguf", ty.name())))
 }
