@@ -88,15 +88,7 @@ fn sft_from_scratch_then_lora_on_chat() {
     for f in ["config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json"] {
         assert!(fin.join(f).is_file(), "final/ lacks {f}");
     }
-    let ids: Vec<Vec<i64>> = vec![(3..19).collect(), (40..56).rev().collect()];
-    let py = python(LOGITS, &[s(&fin), &serde_json::to_string(&ids).unwrap()]);
-    let want: Vec<f32> = serde_json::from_str(py.trim()).unwrap();
-    let (_vs, model, _) = suite_text::models::load_causal_lm(&fin, Device::Cpu).unwrap();
-    let flat: Vec<i64> = ids.concat();
-    let logits = tch::no_grad(|| model.forward(&Tensor::from_slice(&flat).view([2, 16]), None, false));
-    let got = Vec::<f32>::try_from(logits.flatten(0, -1)).unwrap();
-    assert_eq!(got.len(), want.len());
-    let max = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let max = logits_gap(&fin);
     assert!(max < 1e-4, "logits differ from transformers by {max}");
     eprintln!("scratch run: eval losses {losses:?}; final/ logits vs transformers max |Δ| {max:e}");
 
@@ -139,6 +131,57 @@ fn sft_from_scratch_then_lora_on_chat() {
     let answer = lm.generate(&[request], &mut |_, _| {}).unwrap().remove(0).text;
     let evaluated = first["prediction"].as_str().unwrap().trim_end_matches('\u{FFFD}');
     assert!(answer.starts_with(evaluated), "LanguageModel: {answer:?}, evaluation: {evaluated:?}");
+}
+
+const IDS: [[i64; 16]; 2] = [
+    [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18],
+    [55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42, 41, 40],
+];
+
+/// Our logits for [`IDS`] from the model folder `dir`, flattened.
+fn rust_logits(dir: &Path) -> Vec<f32> {
+    let (_vs, model, _) = suite_text::models::load_causal_lm(dir, Device::Cpu).unwrap();
+    let ids = Tensor::from_slice(IDS.as_flattened()).view([2, 16]);
+    let logits = tch::no_grad(|| model.forward(&ids, None, false));
+    Vec::<f32>::try_from(logits.flatten(0, -1)).unwrap()
+}
+
+fn max_gap(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+}
+
+/// Max |Δ| between the logits of our model loaded from `dir` and transformers' on [`IDS`].
+fn logits_gap(dir: &Path) -> f32 {
+    let py = python(LOGITS, &[s(dir), &serde_json::to_string(&IDS).unwrap()]);
+    let want: Vec<f32> = serde_json::from_str(py.trim()).unwrap();
+    max_gap(&rust_logits(dir), &want)
+}
+
+#[test]
+fn sft_of_gpt2_saves_conv1d_weights_as_transformers_reads_them() {
+    let dir = tmp();
+    let base = dir.path().join("gpt2");
+    python_file(TINY_LM, &[s(&base), "--arch", "gpt2"]);
+    let chat = dir.path().join("chat.jsonl");
+    chats(&chat);
+    let run = dir.path().join("run");
+    #[rustfmt::skip]
+    let out = suite(dir.path(), &[
+        "finetune", "text", "--task", "sft", "--model", s(&base), "--data", s(&chat), "--val-split", "0.2",
+        "--max-len", "64", "--max-steps", "3", "--batch-size", "4", "--lr", "1e-2", "--eval-generate", "2",
+        "--device", "cpu", "--out", s(&run),
+    ]);
+    out.assert_ok();
+    let fin = run.join("final");
+    let max = logits_gap(&fin);
+    assert!(max < 1e-4, "GPT-2 final/ logits differ from transformers by {max}");
+    // The weights did train: the saved model is not the base.
+    let moved = max_gap(&rust_logits(&fin), &rust_logits(&base));
+    assert!(moved > 1e-3, "final/ gives the base model's logits (max |Δ| {moved})");
+    let a = read_json(&run.join("eval/metrics.json"));
+    assert!(a["loss"].as_f64().is_some_and(f64::is_finite), "{a}");
+    eprintln!("gpt2 final/ logits vs transformers max |Δ| {max:e}");
 }
 
 #[test]

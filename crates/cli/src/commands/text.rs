@@ -118,7 +118,8 @@ fn report(run: &RunDir, job: &mut TextJob, summary: &FitSummary) -> Result<()> {
             m
         }
         (TextTask::Sft(t), TextData::Sft { val, .. }) => {
-            reload(&mut t.vs)?;
+            // The task's saver knows the layout it wrote (GPT-2's transposed Conv1D weights, adapters).
+            t.reload_saved(&best)?;
             let m = evaluate(&mut **t, val)?;
             write_sft_report(&dir, t, &m)?;
             m

@@ -8,14 +8,14 @@ use anyhow::{Context, Result};
 use suite_core::metrics::Metrics;
 use suite_core::peft::{save_adapter, PeftConfig};
 use suite_core::train::TrainModel;
-use suite_core::weights::{save_hub_layout, varstore_tensors};
+use suite_core::weights::{load_safetensors, save_hub_layout, varstore_tensors, LoadOptions};
 use tch::{nn::VarStore, Kind, Reduction, Tensor};
 
-use super::peft::{AdapterMeta, ADAPTER_FILE, ADAPTER_META};
+use super::peft::{load_text_adapter, AdapterMeta, ADAPTER_FILE, ADAPTER_META};
 use crate::data::{SftBatch, SftPrompt};
 use crate::generate::{generate_ids, GenerationConfig};
 use crate::metrics::rouge_l;
-use crate::models::{copy_tokenizer_files, CausalLm};
+use crate::models::{copy_tokenizer_files, gpt2_checkpoint_tensors, CausalLm, GPT2_CONV1D_WEIGHTS, GPT2_MODEL_TYPES};
 
 /// Label value of positions without loss.
 const IGNORE_INDEX: i64 = -100;
@@ -43,6 +43,8 @@ pub enum SftSaver {
     Full {
         /// The base model folder (config, generation config and tokenizer files come from there).
         base_dir: PathBuf,
+        /// `config.json`'s `model_type`: GPT-2 stores its Conv1D weights transposed.
+        model_type: String,
     },
     /// PEFT: the adapter over the base, which is named by path.
     Adapter {
@@ -60,13 +62,17 @@ impl SftSaver {
     pub fn save(&self, vs: &VarStore, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let base_dir = match self {
-            SftSaver::Full { base_dir } => {
+            SftSaver::Full { base_dir, model_type } => {
                 let config_path = base_dir.join("config.json");
                 let text = std::fs::read_to_string(&config_path)
                     .with_context(|| format!("{}: cannot read", config_path.display()))?;
                 let config: serde_json::Value = serde_json::from_str(&text)
                     .with_context(|| format!("{}: not valid JSON", config_path.display()))?;
-                save_hub_layout(dir, &config, &varstore_tensors(vs, |_| true))?;
+                let mut tensors = varstore_tensors(vs, |_| true);
+                if GPT2_MODEL_TYPES.contains(&model_type.as_str()) {
+                    tensors = gpt2_checkpoint_tensors(tensors);
+                }
+                save_hub_layout(dir, &config, &tensors)?;
                 base_dir
             }
             SftSaver::Adapter { config, base_dir, base_checksum } => {
@@ -89,6 +95,24 @@ impl SftSaver {
                 .with_context(|| format!("copying {}", generation.display()))?;
         }
         copy_tokenizer_files(base_dir, dir)
+    }
+}
+
+impl SftSaver {
+    /// Loads a model this saver wrote into `dir` back into `vs` (the same model, set up as when it was saved).
+    pub fn reload(&self, vs: &mut VarStore, dir: &Path) -> Result<()> {
+        match self {
+            SftSaver::Full { model_type, .. } => {
+                let mut opts = LoadOptions::strict();
+                if GPT2_MODEL_TYPES.contains(&model_type.as_str()) {
+                    opts = opts.transposed(GPT2_CONV1D_WEIGHTS.iter().copied());
+                }
+                load_safetensors(vs, &[dir.join("model.safetensors")], &opts)
+                    .with_context(|| format!("loading {}", dir.display()))?;
+                Ok(())
+            }
+            SftSaver::Adapter { base_checksum, .. } => load_text_adapter(vs, dir, None, base_checksum),
+        }
     }
 }
 
@@ -131,6 +155,11 @@ impl SftTask {
         let device = self.vs.device();
         let layout = batch.layout(device);
         self.model.forward_layout(&batch.input_ids.to_device(device), &layout, None, train)
+    }
+
+    /// Loads the model `save_model` wrote into `dir` (the run's `best/`) back into this task.
+    pub fn reload_saved(&mut self, dir: &Path) -> Result<()> {
+        self.saver.reload(&mut self.vs, dir)
     }
 
     fn decode(&self, ids: &[i64], skip_special: bool) -> Result<String> {

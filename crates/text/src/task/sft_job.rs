@@ -121,7 +121,7 @@ pub fn prepare_sft(cfg: &TextConfig, peft: &PeftConfig, train: &TrainConfig, dev
     let stop_ids = stop_ids(&tok, &info.eos_token_ids);
     let base_dir = std::path::absolute(&files.dir).unwrap_or(files.dir.clone());
     let (saver, peft_report) = if matches!(peft, PeftConfig::None) {
-        (SftSaver::Full { base_dir }, None)
+        (SftSaver::Full { base_dir, model_type: model_type.clone() }, None)
     } else {
         let report = apply_peft(&mut vs, &mut *model, peft, &causal_peft_targets(&model_type))?;
         eprintln!("{}", report.summary_line());
