@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde_json::json;
-use suite_core::peft::{apply_peft, LoraConfig, PeftConfig, PrefixConfig};
+use suite_core::peft::{apply_peft, Ia3Config, LoraConfig, PeftConfig, PrefixConfig};
 use suite_core::python::run_python;
 use suite_core::weights::save_safetensors;
 use tch::{Device, Tensor};
@@ -215,22 +215,27 @@ fn gpt2_checkpoint_tensors_load_back_into_transformers() {
     assert_eq!(d, 0.0);
 }
 
-/// `get_peft_model` with LoRA r=4, alpha=8 on `c_attn` (`fan_in_fan_out`, as peft sets for `Conv1D`), Rust's
-/// LoRA tensors from `argv[2]/lora.safetensors`; writes logits, loss and LoRA gradients.
+/// `get_peft_model` with `argv[3]`'s method as peft configures it for GPT-2 (`fan_in_fan_out`, as peft sets for
+/// `Conv1D`): LoRA r=4, alpha=8 on `c_attn`, or (IA)³ on `c_attn` and `mlp.c_proj` (the latter scaling its
+/// input). Rust's adapter tensors come from `argv[2]/adapter.safetensors`; writes logits, loss and the adapter
+/// gradients.
 const PEFT_REFERENCE: &str = r#"
 import sys, warnings, torch
 from transformers import AutoModelForCausalLM
-from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import IA3Config, LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 warnings.filterwarnings("ignore")
-case_dir, out = sys.argv[1], sys.argv[2]
+case_dir, out, method = sys.argv[1:4]
 model = AutoModelForCausalLM.from_pretrained(case_dir, dtype=torch.float32)
-cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["c_attn"], fan_in_fan_out=True)
+if method == "lora":
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["c_attn"], fan_in_fan_out=True)
+else:
+    cfg = IA3Config(target_modules=["c_attn", "mlp.c_proj"], feedforward_modules=["mlp.c_proj"], fan_in_fan_out=True)
 pm = get_peft_model(model, cfg)
-ours = {"base_model.model." + k: v for k, v in load_file(out + "/lora.safetensors").items()}
+ours = {"base_model.model." + k: v for k, v in load_file(out + "/adapter.safetensors").items()}
 theirs = get_peft_model_state_dict(pm)
 assert sorted(theirs) == sorted(ours), (sorted(theirs), sorted(ours))
-assert all(theirs[k].shape == ours[k].shape for k in ours)
+assert all(theirs[k].shape == ours[k].shape for k in ours), [(k, theirs[k].shape, ours[k].shape) for k in ours]
 res = set_peft_model_state_dict(pm, ours)
 assert not res.unexpected_keys, res.unexpected_keys
 pm.eval()
@@ -245,29 +250,27 @@ save_file({k: v.contiguous() for k, v in t.items()}, out + "/peft.safetensors")
 print("ok")
 "#;
 
-#[test]
-fn gpt2_lora_on_c_attn_matches_peft() {
+/// Applies `cfg` with [`gpt2_peft_targets`]' defaults, randomises the adapter tensors named `marker` (peft
+/// starts LoRA's B at zero and (IA)³ at one, which would hide the update), and compares logits, loss and adapter
+/// gradients with peft's `method`.
+fn check_peft(method: &str, cfg: PeftConfig, marker: &str, expected: usize) {
     let case = "gpt2";
     let Reference { dir: case_dir, mut vs, mut model, ids, refs } = reference(case);
-    let cfg = PeftConfig::Lora(LoraConfig { r: 4, alpha: 8.0, ..LoraConfig::default() });
-    // No targets in the config: gpt2_peft_targets' default, `c_attn`, as peft's for gpt2.
     let report = apply_peft(&mut vs, &mut model, &cfg, &gpt2_peft_targets()).unwrap();
     println!("{}", report.summary_line());
-    // peft starts B at zero; random A and B make the update visible in logits and both gradients.
     tch::manual_seed(7);
-    let mut lora: Vec<(String, Tensor)> = Vec::new();
+    let mut adapter: Vec<(String, Tensor)> = Vec::new();
     for (name, mut var) in vs.variables() {
-        if name.contains(".lora_") {
-            tch::no_grad(|| var.copy_(&(var.randn_like() * 0.2)));
-            lora.push((name, var.detach()));
+        if name.contains(marker) {
+            tch::no_grad(|| var.copy_(&(&var + var.randn_like() * 0.2)));
+            adapter.push((name, var.detach()));
         }
     }
-    // Two layers × c_attn × {A, B}.
-    assert_eq!(lora.len(), 4, "{:?}", lora.iter().map(|l| &l.0).collect::<Vec<_>>());
+    assert_eq!(adapter.len(), expected, "{:?}", adapter.iter().map(|l| &l.0).collect::<Vec<_>>());
     let dir = tempfile::tempdir().unwrap();
-    save_safetensors(&dir.path().join("lora.safetensors"), &lora, None).unwrap();
-    let out = run_python(PEFT_REFERENCE, &[case_dir.to_str().unwrap(), dir.path().to_str().unwrap()]).unwrap();
-    assert_eq!(out.trim(), "ok");
+    save_safetensors(&dir.path().join("adapter.safetensors"), &adapter, None).unwrap();
+    let args = [case_dir.to_str().unwrap(), dir.path().to_str().unwrap(), method];
+    assert_eq!(run_python(PEFT_REFERENCE, &args).unwrap().trim(), "ok");
     let want = read_named(&dir.path().join("peft.safetensors"));
 
     let logits = model.forward(&ids, None, false);
@@ -275,20 +278,33 @@ fn gpt2_lora_on_c_attn_matches_peft() {
     loss.backward();
     let d_logits = max_abs_diff(&logits, &want["logits"]);
     let moved = max_abs_diff(&logits, &refs["logits"]);
-    assert!(moved > 1e-2, "the LoRA update hardly changes the logits ({moved:e}): nothing was tested");
+    assert!(moved > 1e-2, "the {method} update hardly changes the logits ({moved:e}): nothing was tested");
     let d_loss = max_abs_diff(&loss.reshape([1]), &want["loss"]);
     let trainable: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-    assert_eq!(trainable.len(), 4, "only the LoRA tensors train");
+    assert_eq!(trainable.len(), expected, "only the adapter tensors train");
     let mut d_grad = 0.0f64;
     for (name, var) in &trainable {
         let g = want.get(&format!("grad.{name}")).unwrap_or_else(|| panic!("no peft gradient for {name}"));
         d_grad = d_grad.max(max_abs_diff(&var.grad(), g));
     }
     println!(
-        "{case} + LoRA on c_attn: logits |Δ| {d_logits:.3e} (moved {moved:.2}), loss |Δ| {d_loss:.3e}, LoRA \
+        "{case} + {method}: logits |Δ| {d_logits:.3e} (moved {moved:.2}), loss |Δ| {d_loss:.3e}, {expected} adapter \
          gradients |Δ| {d_grad:.3e}"
     );
     assert!(d_logits <= TOL && d_loss <= TOL && d_grad <= TOL);
+}
+
+#[test]
+fn gpt2_lora_on_c_attn_matches_peft() {
+    // No targets in the config: gpt2_peft_targets' default, `c_attn`, as peft's for gpt2. Two layers × {A, B}.
+    let cfg = PeftConfig::Lora(LoraConfig { r: 4, alpha: 8.0, ..LoraConfig::default() });
+    check_peft("lora", cfg, ".lora_", 4);
+}
+
+#[test]
+fn gpt2_ia3_matches_peft() {
+    // peft's gpt2 defaults: c_attn scaled at its output, mlp.c_proj at its input. Two layers × two vectors.
+    check_peft("ia3", PeftConfig::Ia3(Ia3Config { targets: None, feedforward: None }), ".ia3_l", 4);
 }
 
 #[test]
