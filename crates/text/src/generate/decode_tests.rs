@@ -2,14 +2,15 @@
 //! continuations of a left-padded batch of three prompts of different lengths and of each prompt alone, eos and
 //! `max_new_tokens` stopping, the repetition penalty; seeded sampling reproducible and independent of the batch.
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use serde_json::Value;
 use suite_core::python::run_python;
 use tch::Device;
 
 use super::*;
-use crate::generate::fixture_tests::tiny_llama;
+use crate::generate::fixture_tests::tiny_lm;
 use crate::models::load_causal_lm;
 
 /// Greedy continuations by transformers (`generate(do_sample=False)`, left padding with an attention mask, no eos
@@ -49,24 +50,34 @@ fn prompts() -> Vec<Vec<i64>> {
     vec![vec![331, 363, 3], vec![223, 332, 295, 279, 40, 41, 42], vec![10, 20, 30, 40, 50]]
 }
 
-fn reference() -> &'static Value {
-    static REF: OnceLock<Value> = OnceLock::new();
-    REF.get_or_init(|| {
+/// transformers' answers for the tiny model of `arch`, computed once per architecture.
+fn reference_for(arch: &str) -> &'static Value {
+    static REFS: Mutex<BTreeMap<String, &'static Value>> = Mutex::new(BTreeMap::new());
+    let mut refs = REFS.lock().unwrap_or_else(|e| e.into_inner());
+    refs.entry(arch.to_string()).or_insert_with(|| {
         let prompts = serde_json::to_string(&prompts()).unwrap();
-        let out = run_python(REFERENCE, &[tiny_llama().to_str().unwrap(), &prompts, &PAD.to_string()]).unwrap();
-        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+        let out = run_python(REFERENCE, &[tiny_lm(arch).to_str().unwrap(), &prompts, &PAD.to_string()]).unwrap();
+        Box::leak(Box::new(serde_json::from_str(out.lines().last().unwrap()).unwrap()))
     })
+}
+
+fn reference() -> &'static Value {
+    reference_for("llama")
 }
 
 fn rows(v: &Value) -> Vec<Vec<i64>> {
     serde_json::from_value(v.clone()).unwrap()
 }
 
-fn model() -> Box<dyn CausalLm> {
-    let (_vs, model, report) = load_causal_lm(tiny_llama(), Device::Cpu).unwrap();
+fn model_for(arch: &str) -> Box<dyn CausalLm> {
+    let (_vs, model, report) = load_causal_lm(tiny_lm(arch), Device::Cpu).unwrap();
     assert!(report.missing.is_empty() && report.unexpected.is_empty(), "{report:?}");
     // The VarStore owns nothing the model needs once loaded: the model holds the tensors.
     model
+}
+
+fn model() -> Box<dyn CausalLm> {
+    model_for("llama")
 }
 
 fn run(model: &dyn CausalLm, prompts: &[Vec<i64>], cfg: &GenerationConfig) -> Vec<Vec<i64>> {
@@ -84,6 +95,26 @@ fn greedy_batch_and_each_prompt_alone_equal_transformers() {
     for (i, p) in prompts().iter().enumerate() {
         let alone = run(model.as_ref(), std::slice::from_ref(p), &cfg);
         assert_eq!(alone[0], rows(&r["alone"])[i], "prompt {i} alone differs from transformers");
+    }
+}
+
+/// Qwen2 (q/k/v biases, tied embeddings) and GPT-2 (learned positions, so the per-row positions of left padding
+/// matter for every token) decode the same way.
+#[test]
+fn qwen2_and_gpt2_batches_equal_transformers() {
+    for arch in ["qwen2", "gpt2"] {
+        let model = model_for(arch);
+        let r = reference_for(arch);
+        let got = run(model.as_ref(), &prompts(), &GenerationConfig::greedy(12, vec![], PAD));
+        println!("{arch}: batch of 3, 12 greedy tokens: {got:?}");
+        assert_eq!(got, rows(&r["batch"]), "{arch}: left-padded batch differs from transformers");
+        for (i, p) in prompts().iter().enumerate() {
+            let alone = run(model.as_ref(), std::slice::from_ref(p), &GenerationConfig::greedy(12, vec![], PAD));
+            assert_eq!(alone[0], rows(&r["alone"])[i], "{arch}: prompt {i} alone");
+        }
+        let eos = r["eos"].as_i64().unwrap();
+        let got = run(model.as_ref(), &prompts(), &GenerationConfig::greedy(12, vec![eos], PAD));
+        assert_eq!(got, rows(&r["eos_batch"]), "{arch}: eos {eos}");
     }
 }
 

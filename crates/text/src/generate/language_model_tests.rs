@@ -174,10 +174,11 @@ fn save_peft_folder(out: &Path, base_model: &str) -> Tensor {
     let cfg = PeftConfig::Lora(LoraConfig { r: 4, alpha: 8.0, ..Default::default() });
     let layers: &mut dyn suite_core::nn::VisitLayers = model.as_mut();
     let report = apply_peft(&mut vs, layers, &cfg, &causal_peft_targets("llama")).unwrap();
+    tch::manual_seed(0);
     tch::no_grad(|| {
         for (name, mut t) in vs.variables() {
             if name.contains("lora_B") {
-                let _ = t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.3));
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.3));
             }
         }
     });
