@@ -118,6 +118,16 @@ fn sft_from_scratch_then_lora_on_chat() {
     let generations = std::fs::read_to_string(run2.join("eval/generations.jsonl")).unwrap();
     assert_eq!(generations.lines().count(), 4, "{generations}");
 
+    // suite eval reloads both runs' best models and scores the validation split as the runs did.
+    for run in [&run1, &run2] {
+        let out = suite(dir.path(), &["eval", "--run", s(run), "--device", "cpu"]);
+        out.assert_ok();
+        let want = read_json(&run.join("eval/metrics.json"));
+        let loss_line = out.stdout.lines().find(|l| l.trim_start().starts_with("loss ")).expect("a loss line");
+        let loss: f64 = loss_line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!((loss - want["loss"].as_f64().unwrap()).abs() < 1e-4, "suite eval: {}, run: {want}", out.stdout);
+    }
+
     // LanguageModel (what suite generate and serve load) reads both folders; through the adapter folder it answers
     // a held-out prompt as the evaluation did (greedy; the evaluation's answer may stop earlier, at its length cap).
     let lm = LanguageModel::load(&fin, Device::Cpu).unwrap();

@@ -19,9 +19,9 @@ use suite_text::data::{
 use suite_text::metrics::{Mode, Scheme};
 use suite_text::predict::{TextInput, TextPrediction, TextPredictor};
 use suite_text::task::{
-    classify_splits, default_metric, gold_answers, load_trained, ner_splits, prepare, qa_splits, span_settings,
-    HubSaver, NerEval, QaEval, SequenceReport, SequenceTask, SftTask, SpanTask, TextConfig, TextData, TextJob,
-    TextTask, TextTaskKind,
+    classify_splits, default_metric, gold_answers, load_sft_eval, load_trained, ner_splits, prepare, qa_splits,
+    span_settings, HubSaver, NerEval, QaEval, SequenceReport, SequenceTask, SftTask, SpanTask, TextConfig, TextData,
+    TextJob, TextTask, TextTaskKind,
 };
 
 use crate::args::{EvalArgs, PredictArgs};
@@ -218,11 +218,13 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let dir = model_dir(&args.run, &args.which)?;
     if cfg.task == TextTaskKind::Sft {
-        bail!(
-            "--run {}: suite eval of an sft run is not supported yet; its eval/metrics.json holds the best model's \
-             scores",
-            args.run.display()
-        );
+        let (mut task, data) =
+            load_sft_eval(&cfg, &dir, args.data.as_deref(), job.train.seed, args.batch_size, device)?;
+        let metrics = evaluate(&mut task, &data)?;
+        for (k, v) in &metrics {
+            println!("{k:>16}  {v:.4}");
+        }
+        return Ok(());
     }
     let (vs, model, labels, multi_label) = load_trained(&dir, cfg.task, device)?;
     let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
@@ -270,7 +272,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             };
             evaluate(&mut task, &DataLoader::sequential(ds, lc))?
         }
-        TextTaskKind::Sft => unreachable!("refused above"),
+        TextTaskKind::Sft => unreachable!("evaluated above"),
     };
     for (k, v) in &metrics {
         println!("{k:>16}  {v:.4}");

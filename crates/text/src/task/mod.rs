@@ -20,5 +20,5 @@ pub use peft::{
 };
 pub use sequence::{HubSaver, ModelSaver, NerEval, SequenceReport, SequenceTask};
 pub use sft::{causal_lm_loss, SftGeneration, SftSaver, SftTask};
-pub use sft_job::{prepare_sft, resolve_lm, sft_splits};
+pub use sft_job::{load_sft_eval, prepare_sft, resolve_lm, sft_splits};
 pub use span::{QaEval, SpanSettings, SpanTask};
