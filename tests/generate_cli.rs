@@ -66,6 +66,18 @@ fn generate_and_chat_answer_as_transformers_greedy() {
     println!("generate {:?} -> {:?}", PROMPTS[0], out.stdout);
     assert_eq!(out.stdout, format!("{}\n", r["plain"][0].as_str().unwrap()));
 
+    // The same model as a run's best/ folder.
+    let best = dir.path().join("run/best");
+    std::fs::create_dir_all(&best).unwrap();
+    for entry in std::fs::read_dir(&model).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, best.join(path.file_name().unwrap())).unwrap();
+    }
+    let run_flags = ["--run", "run", "--device", "cpu", "--max-new-tokens", "12", PROMPTS[0]];
+    let out = suite(dir.path(), &[&["generate"], &run_flags[..]].concat());
+    out.assert_ok();
+    assert_eq!(out.stdout, format!("{}\n", r["plain"][0].as_str().unwrap()));
+
     // Two prompts batched, as JSON lines.
     let out = suite(dir.path(), &[&["generate", "--json"], &flags[..], &PROMPTS[..]].concat());
     out.assert_ok();
