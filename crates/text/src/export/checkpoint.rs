@@ -9,7 +9,9 @@ use suite_core::peft::{apply_peft, load_adapter, merged_weights, read_adapter, P
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-use crate::models::{causal_model_type, causal_peft_targets, load_causal_lm, CausalLm};
+use crate::models::{
+    causal_model_type, causal_peft_targets, gpt2_checkpoint_tensors, load_causal_lm, CausalLm, GPT2_MODEL_TYPES,
+};
 use crate::task::{AdapterMeta, ADAPTER_FILE, ADAPTER_META};
 
 /// A causal LM loaded for export, in float32 on the CPU, with its PEFT method (if any) applied and its adapter
@@ -105,6 +107,17 @@ impl LmCheckpoint {
     /// `merge_and_unload` leaves them; methods that cannot be folded are refused.
     pub fn merged_weights(&self) -> Result<Vec<(String, Tensor)>> {
         merged_weights(&self.vs, &self.peft, &causal_peft_targets(&self.model_type))
+    }
+
+    /// [`LmCheckpoint::merged_weights`] laid out as the architecture's hub checkpoint stores them (GPT-2's
+    /// `Conv1D` weights transposed back to `[in, out]`).
+    pub fn checkpoint_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        let weights = self.merged_weights()?;
+        Ok(if GPT2_MODEL_TYPES.contains(&self.model_type.as_str()) {
+            gpt2_checkpoint_tensors(weights)
+        } else {
+            weights
+        })
     }
 }
 

@@ -61,7 +61,7 @@ impl WeightDtype {
 /// (transformers' names, LoRA/DoRA/(IA)³ merged, in `dtype`), `generation_config.json` and the tokenizer files.
 /// Methods that cannot be merged (prefix tuning, P-tuning v2, bottleneck adapters) are refused.
 pub fn export_hub(ckpt: &LmCheckpoint, out: &Path, dtype: WeightDtype) -> Result<()> {
-    let tensors = ckpt.merged_weights().map_err(|e| match ckpt.peft {
+    let tensors = ckpt.checkpoint_weights().map_err(|e| match ckpt.peft {
         PeftConfig::Adapter(_) => anyhow!(
             "--format hub: {e}; bottleneck adapters have no equivalent in peft or transformers, so export the adapter \
              folder as it is (suite loads it)"

@@ -12,7 +12,7 @@ use suite_core::weights::{save_safetensors, write_atomic};
 use tch::Tensor;
 
 use super::checkpoint::LmCheckpoint;
-use crate::models::{causal_peft_targets, copy_tokenizer_files, LlamaConfig};
+use crate::models::{causal_peft_targets, copy_tokenizer_files, GPT2_MODEL_TYPES};
 
 /// The prefix peft puts before the base model's tensor names in an adapter file.
 const PEFT_PREFIX: &str = "base_model.model.";
@@ -21,7 +21,8 @@ const PEFT_PREFIX: &str = "base_model.model.";
 #[derive(Default)]
 struct Layers {
     linear: Vec<String>,
-    attention: Vec<String>,
+    /// Name, key/value heads and head width of each attention block.
+    attention: Vec<(String, i64, i64)>,
 }
 
 impl LayerVisitor for Layers {
@@ -29,7 +30,7 @@ impl LayerVisitor for Layers {
         self.linear.push(l.name.clone());
     }
     fn attention(&mut self, s: &mut AttentionSlots) {
-        self.attention.push(s.name.clone());
+        self.attention.push((s.name.clone(), s.heads, s.head_dim));
     }
 }
 
@@ -47,6 +48,9 @@ pub fn export_peft(ckpt: &mut LmCheckpoint, out: &Path, base: Option<&str>) -> R
     ckpt.model.visit_layers(&mut layers);
     let vars = ckpt.vs.variables();
     let method = ckpt.peft.method_name();
+    // GPT-2's projections are transformers `Conv1D`s ([in, out] weights), which peft marks so; the adapter tensors
+    // keep a Linear's shapes either way.
+    let fan_in_fan_out = GPT2_MODEL_TYPES.contains(&ckpt.model_type.as_str());
     let (mut config, tensors) = match &ckpt.peft {
         PeftConfig::None => {
             bail!("--format peft: {} is a full model, not an adapter (export it with --format hub)", ckpt.dir.display())
@@ -63,7 +67,7 @@ pub fn export_peft(ckpt: &mut LmCheckpoint, out: &Path, base: Option<&str>) -> R
                 "use_dora": c.use_dora,
                 "target_modules": target_modules(&adapted, &layers.linear),
                 "bias": "none",
-                "fan_in_fan_out": false,
+                "fan_in_fan_out": fan_in_fan_out,
                 "init_lora_weights": true,
                 "modules_to_save": null,
             });
@@ -75,29 +79,33 @@ pub fn export_peft(ckpt: &mut LmCheckpoint, out: &Path, base: Option<&str>) -> R
                 c.feedforward.clone().unwrap_or_else(|| causal_peft_targets(&ckpt.model_type).ia3_feedforward);
             let feedforward: Vec<String> =
                 adapted.iter().filter(|l| patterns.iter().any(|p| pattern_matches(p, l))).cloned().collect();
+            let targets = target_modules(&adapted, &layers.linear);
+            // peft wants the feed-forward list a subset of the target list, so both are written in the same form.
+            let feedforward = if targets == adapted { feedforward } else { target_modules(&feedforward, &adapted) };
             let config = json!({
                 "peft_type": "IA3",
-                "target_modules": target_modules(&adapted, &layers.linear),
-                "feedforward_modules": target_modules(&feedforward, &adapted),
-                "fan_in_fan_out": false,
+                "target_modules": targets,
+                "feedforward_modules": feedforward,
+                "fan_in_fan_out": fan_in_fan_out,
                 "init_ia3_weights": true,
                 "modules_to_save": null,
             });
             (config, method_tensors(&vars, &[".ia3_l"]))
         }
         PeftConfig::Prefix(c) | PeftConfig::Ptuning2(c) => {
-            let table = prefix_table(&vars, &layers.attention, c.projection.is_some())?;
-            let llama = LlamaConfig::from_json(&ckpt.config)
-                .with_context(|| format!("{}: config.json", ckpt.base_dir.display()))?;
-            let token_dim = llama.num_key_value_heads * llama.head_dim;
+            let blocks: Vec<String> = layers.attention.iter().map(|(n, _, _)| n.clone()).collect();
+            let table = prefix_table(&vars, &blocks, c.projection.is_some())?;
+            // peft sizes the prefix by the key/value heads, as the model's attention slots are.
+            let &(_, heads, head_dim) =
+                layers.attention.first().with_context(|| format!("{method}: the model has no attention block"))?;
             let config = json!({
                 "peft_type": "PREFIX_TUNING",
                 "num_virtual_tokens": c.num_virtual_tokens,
-                "token_dim": token_dim,
+                "token_dim": heads * head_dim,
                 "num_transformer_submodules": 1,
-                "num_attention_heads": llama.num_key_value_heads,
-                "num_layers": llama.num_hidden_layers,
-                "encoder_hidden_size": token_dim,
+                "num_attention_heads": heads,
+                "num_layers": blocks.len(),
+                "encoder_hidden_size": heads * head_dim,
                 // The table is stored evaluated, so peft needs no reparameterisation MLP to read it.
                 "prefix_projection": false,
                 "modules_to_save": null,

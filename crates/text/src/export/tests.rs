@@ -22,12 +22,13 @@ const GGUF_REFERENCE: &str = include_str!("gguf_reference.py");
 /// Logits must agree this closely with transformers/peft (float32 on both sides).
 const TOLERANCE: f64 = 1e-4;
 
-/// Tiny random `llama` (untied) and `qwen2` (tied, q/k/v biases) hub folders, made once per test process.
+/// Tiny random `llama` (untied), `qwen2` (tied, q/k/v biases) and `gpt2` (`Conv1D` weights) hub folders, made once
+/// per test process.
 fn fixture(arch: &str) -> PathBuf {
     static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
     let root = ROOT.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        for (arch, seed) in [("llama", "3"), ("qwen2", "4")] {
+        for (arch, seed) in [("llama", "3"), ("qwen2", "4"), ("gpt2", "5")] {
             let out = dir.path().join(arch);
             run_python(TINY_LM, &[out.to_str().unwrap(), "--arch", arch, "--seed", seed]).unwrap();
         }
@@ -93,17 +94,20 @@ fn lora(r: i64, alpha: f64, targets: Option<Targets>) -> LoraConfig {
     LoraConfig { r, alpha, targets, ..LoraConfig::default() }
 }
 
-/// The methods exported for both architectures: what `--format hub` merges and `--format peft` writes.
-fn methods() -> Vec<(&'static str, PeftConfig)> {
+/// The methods exported for each architecture: what `--format hub` merges and `--format peft` writes.
+fn methods(arch: &str) -> Vec<(&'static str, PeftConfig)> {
+    let dora_targets = if arch == "gpt2" { "c_attn,c_fc" } else { "q_proj,k_proj,o_proj,up_proj" };
     vec![
         ("lora", PeftConfig::Lora(lora(4, 8.0, None))),
         ("lora_all", PeftConfig::Lora(LoraConfig { rslora: true, ..lora(2, 5.0, Some(Targets::AllLinear)) })),
-        ("dora", PeftConfig::Dora(lora(4, 16.0, Some(Targets::parse("q_proj,k_proj,o_proj,up_proj").unwrap())))),
+        ("dora", PeftConfig::Dora(lora(4, 16.0, Some(Targets::parse(dora_targets).unwrap())))),
         ("ia3", PeftConfig::Ia3(Ia3Config::default())),
     ]
 }
 
-/// LoRA, rsLoRA on every linear layer, DoRA and (IA)³ adapters of tiny Llama and Qwen2 models: the merged hub
+const ARCHS: [&str; 3] = ["llama", "qwen2", "gpt2"];
+
+/// LoRA, rsLoRA on every linear layer, DoRA and (IA)³ adapters of tiny Llama, Qwen2 and GPT-2 models: the merged hub
 /// export loaded by `AutoModelForCausalLM` and the peft export loaded by `PeftModel.from_pretrained` give suite's
 /// logits within 1e-4; the full model exports as itself.
 #[test]
@@ -111,9 +115,9 @@ fn hub_and_peft_exports_load_in_transformers_and_peft() {
     let work = tempfile::tempdir().unwrap();
     let mut ours = Vec::new();
     let mut jobs = Vec::new();
-    for arch in ["llama", "qwen2"] {
+    for arch in ARCHS {
         let base = fixture(arch);
-        for (method, cfg) in methods() {
+        for (method, cfg) in methods(arch) {
             let name = format!("{arch}_{method}");
             let adapter = work.path().join(&name);
             ours.push((name.clone(), adapter_folder(&base, &cfg, &adapter)));
@@ -139,7 +143,7 @@ fn hub_and_peft_exports_load_in_transformers_and_peft() {
         jobs.push(json!({"name": format!("{arch}_full_hub"), "kind": "hub", "dir": hub}));
     }
     let theirs = reference_logits(jobs, work.path());
-    let base_logits: Vec<(String, Tensor)> = ["llama", "qwen2"]
+    let base_logits: Vec<(String, Tensor)> = ARCHS
         .iter()
         .map(|a| (a.to_string(), ours.iter().find(|(n, _)| *n == format!("{a}_full")).unwrap().1.shallow_clone()))
         .collect();
@@ -163,7 +167,7 @@ fn hub_and_peft_exports_load_in_transformers_and_peft() {
 }
 
 /// Prefix tuning (with its reparameterisation MLP) and P-tuning v2 export to peft's `PREFIX_TUNING` with the
-/// evaluated table, which peft loads onto the grouped-query Llama and Qwen2 (logits within 1e-4); merging them
+/// evaluated table, which peft loads onto the grouped-query Llama and Qwen2 and onto GPT-2 (logits within 1e-4); merging them
 /// into the weights is refused with a pointer to `--format peft`.
 #[test]
 fn prefix_methods_export_to_peft_and_refuse_merging() {
@@ -174,7 +178,7 @@ fn prefix_methods_export_to_peft_and_refuse_merging() {
         ("prefix", PeftConfig::Prefix(PrefixConfig { num_virtual_tokens: 3, projection: Some(16) })),
         ("ptuning2", PeftConfig::Ptuning2(PrefixConfig { num_virtual_tokens: 4, projection: None })),
     ];
-    for arch in ["llama", "qwen2"] {
+    for arch in ARCHS {
         let base = fixture(arch);
         for (method, cfg) in &cases {
             let name = format!("{arch}_{method}");
@@ -299,4 +303,12 @@ fn permute_rows_interleaves_rotary_halves_per_head() {
     let w = Tensor::arange(8, (Kind::Float, Device::Cpu)).view([8, 1]);
     let p = permute_rows(&w, 2);
     assert_eq!(Vec::<f32>::try_from(p.view([-1])).unwrap(), [0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+}
+
+/// GGUF export covers the Llama family only; GPT-2 is refused by name.
+#[test]
+fn gguf_refuses_other_architectures() {
+    let ckpt = LmCheckpoint::load(&fixture("gpt2")).unwrap();
+    let e = gguf_file(&ckpt, GgufType::F16).unwrap_err().to_string();
+    assert!(e.contains("\"gpt2\"") && e.contains("llama and qwen2"), "{e}");
 }
