@@ -200,6 +200,21 @@ fn without_a_template_completions_are_plain_text_then_eos() {
 }
 
 #[test]
+fn a_template_that_refuses_the_conversation_names_the_config_and_the_line() {
+    let with = tokenizer(128);
+    let source = "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}\
+                  {% endif %}{{ m['content'] }}{% endfor %}";
+    let origin = tiny_llama().join("tokenizer_config.json");
+    let template = crate::chat::ChatTemplate::new(source, Vec::new(), &origin.display().to_string()).unwrap();
+    let tok = SftTokenizer::new(with.tokenizer().clone(), Some(template), &[with.eos_id()], None, 128).unwrap();
+    let err = format!("{:#}", tok.encode(&chat_example()).unwrap_err());
+    assert!(
+        err.contains("mem.jsonl:1") && err.contains("tokenizer_config.json") && err.contains("no system role"),
+        "{err}"
+    );
+}
+
+#[test]
 fn truncation_is_counted_and_a_prompt_filling_the_context_is_an_error() {
     let tok = tokenizer(12);
     let long = "The quick brown fox jumps over the lazy dog. ".repeat(4);
