@@ -3,7 +3,7 @@
 
 use super::checkpoint;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -42,11 +42,8 @@ struct Step {
     next_random: Tensor,
 }
 
-/// Serialises the tests, which all draw from the process-wide random generator (the harness runs them in threads).
-static RNG: Mutex<()> = Mutex::new(());
-
 fn step(checkpointed: bool, input_requires_grad: bool, seed: i64) -> Step {
-    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = crate::device::torch_rng_lock();
     tch::manual_seed(0);
     let vs = nn::VarStore::new(tch::Device::Cpu);
     let mlp = Mlp::new(&vs);
@@ -111,7 +108,7 @@ impl Drop for DropCount {
 
 #[test]
 fn closure_freed_with_its_graph() {
-    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = crate::device::torch_rng_lock();
     let drops = Arc::new(AtomicUsize::new(0));
     let x = Tensor::randn([3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
     let counted = |drops: &Arc<AtomicUsize>| {
@@ -146,7 +143,7 @@ fn closure_freed_with_its_graph() {
 
 #[test]
 fn panic_in_recomputation_is_a_backward_error() {
-    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = crate::device::torch_rng_lock();
     let x = Tensor::randn([3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
     let calls = AtomicUsize::new(0);
     let y = unsafe {

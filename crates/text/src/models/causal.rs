@@ -189,4 +189,10 @@ pub trait CausalLm: VisitLayers + Send {
     fn new_cache(&self) -> KvCache {
         KvCache::new(self.info().num_layers)
     }
+
+    /// Turns activation checkpointing on or off: in training forwards without a cache, each decoder layer keeps
+    /// only its input for the backward pass and recomputes the rest then (`suite_core::nn::checkpoint`), trading
+    /// about one extra forward for most of the activation memory. The default, for models without it, ignores the
+    /// request.
+    fn set_gradient_checkpointing(&mut self, _on: bool) {}
 }

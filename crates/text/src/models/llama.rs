@@ -4,14 +4,16 @@
 //! (`model.embed_tokens.weight`, `model.layers.N.self_attn.q_proj.weight`, `model.norm.weight`, `lm_head.weight`)
 //! so that a hub `model.safetensors` (or its shards) loads by name.
 //!
-//! Batches may be left padded or packed ([`BatchLayout`]). Not yet here: gradient checkpointing, Qwen2's sliding-window attention, and other RoPE scalings (YaRN,
-//! dynamic NTK, LongRoPE), which are refused with an error naming the field.
+//! Batches may be left padded or packed ([`BatchLayout`]), and training may checkpoint each decoder layer
+//! ([`CausalLm::set_gradient_checkpointing`]). Not yet here: Qwen2's sliding-window attention, and other RoPE
+//! scalings (YaRN, dynamic NTK, LongRoPE), which are refused with an error naming the field.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
-use suite_core::nn::{path_name, AttentionSlots, LayerVisitor, Linear, VisitLayers};
+use suite_core::nn::{checkpoint, path_name, AttentionSlots, LayerVisitor, Linear, VisitLayers};
 use suite_core::peft::PeftTargets;
 use suite_core::weights::{load_safetensors, safetensors_index_shards, LoadOptions, LoadReport};
 use tch::{nn, Device, Kind, Tensor};
@@ -450,6 +452,26 @@ impl DecoderLayer {
             mlp: Mlp::new(&p / "mlp", c),
         }
     }
+
+    /// The layer's output for hidden states `x`; the arguments are [`Attention::forward`]'s.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &Tensor,
+        inv_freq: &Tensor,
+        positions: &Tensor,
+        layout: &BatchLayout,
+        cached: i64,
+        cache: Option<(&mut KvCache, usize)>,
+        train: bool,
+    ) -> Tensor {
+        let h = self.input_layernorm.forward(x);
+        let a = self.self_attn.forward(&h, inv_freq, positions, layout, cached, cache, train);
+        // Not `+=`: an in-place add would overwrite the input `input_layernorm` saved for backward.
+        let x = x + a;
+        let h = self.post_attention_layernorm.forward(&x);
+        &x + self.mlp.forward(&h, train)
+    }
 }
 
 /// transformers' `LlamaForCausalLM` (and `Qwen2ForCausalLM`): the decoder under `model.` and `lm_head`, which
@@ -465,6 +487,12 @@ pub struct LlamaForCausalLm {
     lm_head: Option<Linear>,
     /// Rotary inverse frequencies, float32 on the model's device.
     inv_freq: Tensor,
+    /// Whether training forwards checkpoint each decoder layer.
+    gradient_checkpointing: bool,
+    /// Liveness token of the layers that checkpointed graphs borrow: replaced whenever the layers may change
+    /// (`&mut` access) and dropped with the model, so a backward pass through an older graph fails with an error
+    /// instead of recomputing with changed or freed layers.
+    layers_token: Arc<()>,
 }
 
 impl LlamaForCausalLm {
@@ -491,6 +519,8 @@ impl LlamaForCausalLm {
             norm: RmsNorm::new(&m / "norm", c.hidden_size, c.rms_norm_eps),
             lm_head,
             inv_freq: c.inv_freq().to_device(p.device()),
+            gradient_checkpointing: false,
+            layers_token: Arc::new(()),
         }
     }
 
@@ -541,6 +571,44 @@ impl LlamaForCausalLm {
     }
 }
 
+impl LlamaForCausalLm {
+    /// `layer` on `x` (a training forward without a cache) through [`checkpoint`]: only `x` is kept for the
+    /// backward pass, which recomputes the layer.
+    fn checkpointed_layer(
+        &self,
+        layer: &DecoderLayer,
+        x: &Tensor,
+        positions: &Tensor,
+        layout: &BatchLayout,
+        train: bool,
+    ) -> Tensor {
+        // The closure outlives this call inside the graph: it owns handles on the positions, the layout and the
+        // rotary frequencies, and borrows only the layer (in the heap buffer of `self.layers`, which stays put when
+        // the model moves), checking the model's liveness token before recomputing.
+        let positions = positions.shallow_clone();
+        let layout = BatchLayout {
+            attention_mask: layout.attention_mask.as_ref().map(Tensor::shallow_clone),
+            position_ids: layout.position_ids.as_ref().map(Tensor::shallow_clone),
+            segment_ids: layout.segment_ids.as_ref().map(Tensor::shallow_clone),
+        };
+        let token: Weak<()> = Arc::downgrade(&self.layers_token);
+        let inv_freq = self.inv_freq.shallow_clone();
+        let run = move |xs: &[Tensor]| {
+            assert!(
+                token.strong_count() > 0,
+                "gradient checkpointing: the model was dropped or its layers changed (PEFT, \
+                 set_gradient_checkpointing) between the forward pass and this backward pass"
+            );
+            layer.forward(&xs[0], &inv_freq, &positions, &layout, 0, None, train)
+        };
+        // SAFETY: `run` borrows the layer. Dropping the model, or changing its layers through
+        // `&mut self`, replaces `layers_token`, and `run` refuses to recompute once the token is gone, so a graph
+        // that outlives its model fails its backward pass instead of reading freed layers. What remains is the
+        // documented caveat of `CausalLm` models: no backward pass while another thread drops the model.
+        unsafe { checkpoint(&[x], run) }
+    }
+}
+
 /// Cosine and sine `[batch or 1, 1, len, head_dim]` for `positions` `[batch or 1, len]` (float32, as
 /// transformers computes them, then cast to the activations' kind).
 fn rope_tables(inv_freq: &Tensor, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
@@ -572,6 +640,11 @@ impl CausalLm for LlamaForCausalLm {
         self.inv_freq.device()
     }
 
+    fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.gradient_checkpointing = on;
+        self.layers_token = Arc::new(());
+    }
+
     fn forward_layout(
         &self,
         input_ids: &Tensor,
@@ -583,14 +656,14 @@ impl CausalLm for LlamaForCausalLm {
         let cached = cache.as_ref().map_or(0, |c| c.len());
         let positions = layout.positions(input_ids.size()[1], cached, input_ids.device());
         let mut x = self.embed_tokens.forward(input_ids);
+        let checkpointed = self.gradient_checkpointing && train && cache.is_none();
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = layer.input_layernorm.forward(&x);
-            let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            let a = layer.self_attn.forward(&h, &self.inv_freq, &positions, layout, cached, layer_cache, train);
-            // Not `+=`: an in-place add would overwrite the input `input_layernorm` saved for backward.
-            x = &x + a;
-            let h = layer.post_attention_layernorm.forward(&x);
-            x = &x + layer.mlp.forward(&h, train);
+            x = if checkpointed {
+                self.checkpointed_layer(layer, &x, &positions, layout, train)
+            } else {
+                let layer_cache = cache.as_deref_mut().map(|c| (c, i));
+                layer.forward(&x, &self.inv_freq, &positions, layout, cached, layer_cache, train)
+            };
         }
         let x = self.norm.forward(&x);
         match &self.lm_head {
@@ -602,6 +675,8 @@ impl CausalLm for LlamaForCausalLm {
 
 impl VisitLayers for LlamaForCausalLm {
     fn visit_layers(&mut self, visitor: &mut dyn LayerVisitor) {
+        // Adapters may be added or replaced: graphs recorded before must not recompute with them.
+        self.layers_token = Arc::new(());
         for layer in &mut self.layers {
             layer.self_attn.visit(visitor);
             layer.mlp.visit(visitor);

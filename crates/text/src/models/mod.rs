@@ -22,6 +22,8 @@ mod roberta;
 mod text_model;
 
 #[cfg(test)]
+mod checkpoint_tests;
+#[cfg(test)]
 mod config_tests;
 #[cfg(test)]
 mod fixture_tests;
