@@ -172,6 +172,10 @@ pub struct TextArgs {
     /// SFT: a system message put in front of every conversation that has none.
     #[arg(long)]
     pub system_prompt: Option<String>,
+    /// SFT: recompute each decoder layer in the backward pass instead of keeping its activations (less memory,
+    /// about a third more compute).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
 }
 
 /// Flags that override `[speech]` (`--task transcribe|translate` is shared with text).
@@ -404,6 +408,10 @@ pub struct EvalArgs {
     /// Examples per batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// SFT runs: held-out prompts answered greedily for exact match and ROUGE-L (default: the run's setting; a
+    /// pretraining run's "before" score on an instruction set needs it).
+    #[arg(long)]
+    pub eval_generate: Option<usize>,
 }
 
 /// `suite predict`.
@@ -539,9 +547,9 @@ pub struct TranscribeArgs {
 /// `suite bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Benchmark: `resnet50-step`, `head-only`, `minilm-step`, `whisper-step` or `serve`.
+    /// Benchmark: `resnet50-step`, `head-only`, `minilm-step`, `whisper-step`, `sft-step`, `generate` or `serve`.
     pub name: String,
-    /// Timed iterations (default 10; whisper-step 3, whose steps take seconds on a CPU).
+    /// Timed iterations (default 10; whisper-step 3, sft-step and generate 5, whose steps take seconds on a CPU).
     #[arg(long)]
     pub iters: Option<usize>,
     /// Also write the results as JSON to this file.

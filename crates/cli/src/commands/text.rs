@@ -214,10 +214,13 @@ fn loader_config(batch_size: usize) -> LoaderConfig {
 
 /// `suite eval` of a text run: the run's validation data, or `data`.
 pub fn eval(args: &EvalArgs) -> Result<()> {
-    let (job, cfg) = text_job(&args.run)?;
+    let (job, mut cfg) = text_job(&args.run)?;
     let device = parse_device(&args.device)?;
     let dir = model_dir(&args.run, &args.which)?;
     if cfg.task == TextTaskKind::Sft {
+        if let Some(n) = args.eval_generate {
+            cfg.eval_generate = n;
+        }
         let (mut task, data) =
             load_sft_eval(&cfg, &dir, args.data.as_deref(), job.train.seed, args.batch_size, device)?;
         let metrics = evaluate(&mut task, &data)?;
@@ -225,6 +228,9 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             println!("{k:>16}  {v:.4}");
         }
         return Ok(());
+    }
+    if args.eval_generate.is_some() {
+        bail!("--eval-generate applies to SFT runs; {} is a {:?} run", args.run.display(), cfg.task);
     }
     let (vs, model, labels, multi_label) = load_trained(&dir, cfg.task, device)?;
     let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
