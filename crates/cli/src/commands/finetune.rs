@@ -268,6 +268,9 @@ fn apply_text_flags(args: &FinetuneArgs, t: &mut suite_text::task::TextConfig) -
     if a.system_prompt.is_some() {
         t.system_prompt = a.system_prompt.clone();
     }
+    if a.gradient_checkpointing {
+        t.gradient_checkpointing = true;
+    }
     Ok(())
 }
 

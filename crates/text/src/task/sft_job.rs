@@ -130,6 +130,8 @@ pub fn prepare_sft(cfg: &TextConfig, peft: &PeftConfig, train: &TrainConfig, dev
         (saver, Some(report))
     };
 
+    model.set_gradient_checkpointing(cfg.gradient_checkpointing);
+
     let loader = LoaderConfig {
         batch_size: train.batch_size,
         drop_last: false,
@@ -144,11 +146,14 @@ pub fn prepare_sft(cfg: &TextConfig, peft: &PeftConfig, train: &TrainConfig, dev
         train: DataLoader::shuffled(train_ds, loader.clone()),
         val: DataLoader::sequential(val_ds, loader),
     };
-    let notes = vec![
+    let mut notes = vec![
         format!("training data: {train_stats}"),
         format!("validation data: {val_stats}"),
         format!("generation metrics on {} held-out prompts", eval_prompts.len()),
     ];
+    if cfg.gradient_checkpointing {
+        notes.push("gradient checkpointing: decoder layers recomputed in the backward pass".into());
+    }
     report_truncation(&train_stats, &val_stats);
     let task = SftTask {
         vs,
