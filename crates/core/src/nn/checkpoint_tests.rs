@@ -43,13 +43,19 @@ struct Step {
 }
 
 fn step(checkpointed: bool, input_requires_grad: bool, seed: i64) -> Step {
+    step_on(tch::Device::Cpu, false, checkpointed, input_requires_grad, seed)
+}
+
+/// A step on `device`, its forward under CUDA bf16 autocast when `autocast` (backward outside it, as the trainer
+/// runs it: the recomputation must restore the forward's autocast state itself).
+fn step_on(device: tch::Device, autocast: bool, checkpointed: bool, input_requires_grad: bool, seed: i64) -> Step {
     let _rng = crate::device::torch_rng_lock();
     tch::manual_seed(0);
-    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let vs = nn::VarStore::new(device);
     let mlp = Mlp::new(&vs);
-    let x = Tensor::randn([5, 8], (Kind::Float, tch::Device::Cpu)).set_requires_grad(input_requires_grad);
+    let x = Tensor::randn([5, 8], (Kind::Float, device)).set_requires_grad(input_requires_grad);
     tch::manual_seed(seed);
-    let y = mlp.forward(&x, checkpointed);
+    let y = crate::device::maybe_autocast(autocast, || mlp.forward(&x, checkpointed));
     let loss = (&y * &y).sum(Kind::Float);
     loss.backward();
     let mut grads: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, v)| (n, v.grad())).collect();
@@ -87,6 +93,21 @@ fn gradients_equal_direct_with_dropout() {
     // Dropout really draws: another seed gives other gradients, so equal masks above are not a given.
     let other = step(false, true, 4);
     assert!(max_diff(&direct.grads[0].1, &other.grads[0].1) > 1e-3);
+}
+
+#[test]
+fn gradients_equal_direct_on_cuda_under_autocast() {
+    // The CUDA generator's state and the autocast state are restored only where there is a GPU.
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device: skipped");
+        return;
+    }
+    let cuda = tch::Device::Cuda(0);
+    for autocast in [false, true] {
+        let direct = step_on(cuda, autocast, false, true, 3);
+        let ckpt = step_on(cuda, autocast, true, true, 3);
+        assert_same_step(&direct, &ckpt);
+    }
 }
 
 #[test]
