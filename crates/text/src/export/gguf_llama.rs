@@ -188,34 +188,35 @@ pub fn permute_rows(w: &Tensor, heads: i64) -> Tensor {
     w.reshape(split.as_slice()).transpose(1, 2).reshape(shape.as_slice())
 }
 
-/// Llama 3.1's rope scaling as llama.cpp reads it: a `rope_freqs` tensor of per-frequency divisors, computed as
-/// the converter does (float32 base frequencies, the piecewise rule in double precision).
+/// Llama 3.1's rope scaling as llama.cpp reads it: a `rope_freqs` tensor of per-frequency divisors, computed with
+/// the float32 tensor operations of the converter (`scalar / t` is `t.reciprocal() * scalar` in PyTorch), so that
+/// the values are the converter's to the bit.
 fn llama3_rope_factors(c: &LlamaConfig) -> Tensor {
     let RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } =
         c.rope_scaling
     else {
         unreachable!("called for llama3 scaling")
     };
+    let (old, low, high) = (original_max_position_embeddings, low_freq_factor, high_freq_factor);
     let dim = c.head_dim;
     let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Float, tch::Device::Cpu)) / dim as f64;
     let freqs = Tensor::from(c.rope_theta as f32).pow(&exponents).reciprocal();
-    let freqs = Vec::<f32>::try_from(&freqs).expect("a float vector");
-    let low = original_max_position_embeddings / low_freq_factor;
-    let high = original_max_position_embeddings / high_freq_factor;
-    let factors: Vec<f32> = freqs
+    let wavelen = freqs.reciprocal() * (2.0 * std::f64::consts::PI);
+    let smooth = (wavelen.reciprocal() * old - low) / (high - low);
+    let blend = ((smooth.g_mul_scalar(-1.0) + 1.0) / factor + &smooth).reciprocal();
+    let (wl, blend) = (Vec::<f32>::try_from(&wavelen).expect("floats"), Vec::<f32>::try_from(&blend).expect("floats"));
+    let factors: Vec<f32> = wl
         .iter()
-        .map(|&f| {
-            let wavelen = 2.0 * std::f64::consts::PI / f as f64;
-            let r = if wavelen < high {
+        .zip(blend)
+        .map(|(&w, b)| {
+            // The converter compares float32 wavelengths with Python floats.
+            if (w as f64) < old / high {
                 1.0
-            } else if wavelen > low {
-                factor
+            } else if (w as f64) > old / low {
+                factor as f32
             } else {
-                let smooth = (original_max_position_embeddings / wavelen - low_freq_factor)
-                    / (high_freq_factor - low_freq_factor);
-                1.0 / ((1.0 - smooth) / factor + smooth)
-            };
-            r as f32
+                b
+            }
         })
         .collect();
     Tensor::from_slice(&factors)
