@@ -95,7 +95,7 @@ fn status_kb(field: &str) -> i64 {
 
 /// One training step in this process, as `SUITE_CHECKPOINT_CHILD` describes: `{"config": "tiny"|"large",
 /// "checkpointing": bool, "dropout": f64, "seed": i64, "out": dir}`. Writes the loss and every trainable tensor's
-/// gradient to `out/grads.safetensors` and the memory numbers to `out/memory.json`.
+/// gradient to `out/grads.safetensors` and the memory numbers and step time to `out/memory.json`.
 #[test]
 #[ignore = "run by the tests below in a child process"]
 fn child_step() {
@@ -108,8 +108,10 @@ fn child_step() {
     tch::manual_seed(spec["seed"].as_i64().unwrap());
     let (ids, layout) = packed_batch(batch, len, config["vocab_size"].as_i64().unwrap());
     let rss_before = status_kb("VmRSS:");
+    let start = std::time::Instant::now();
     let loss = causal_loss(&model, &ids, &layout);
     loss.backward();
+    let seconds = start.elapsed().as_secs_f64();
     let peak = status_kb("VmHWM:");
     let out = Path::new(spec["out"].as_str().unwrap());
     let mut tensors = vec![("loss".to_string(), loss.detach().reshape([1]))];
@@ -119,7 +121,7 @@ fn child_step() {
         }
     }
     save_safetensors(&out.join("grads.safetensors"), &tensors, None).unwrap();
-    let memory = json!({"rss_before_kb": rss_before, "peak_kb": peak});
+    let memory = json!({"rss_before_kb": rss_before, "peak_kb": peak, "seconds": seconds});
     std::fs::write(out.join("memory.json"), memory.to_string()).unwrap();
 }
 
@@ -180,9 +182,11 @@ fn llama_checkpointing_lowers_peak_memory() {
     let d = plain.iter().zip(&ckpt).map(|((_, a), (_, b))| max_abs_diff(a, b)).fold(0.0, f64::max);
     println!(
         "peak RSS above the loaded model during one step: plain {g_plain:.0} MiB, checkpointed {g_ckpt:.0} MiB \
-         (peaks {} / {} MiB); loss and gradients |Δ| {d:.3e}",
+         (peaks {} / {} MiB); step {:.2} s / {:.2} s; loss and gradients |Δ| {d:.3e}",
         plain_mem["peak_kb"].as_i64().unwrap() / 1024,
-        ckpt_mem["peak_kb"].as_i64().unwrap() / 1024
+        ckpt_mem["peak_kb"].as_i64().unwrap() / 1024,
+        plain_mem["seconds"].as_f64().unwrap(),
+        ckpt_mem["seconds"].as_f64().unwrap(),
     );
     assert!(d <= 1e-5, "large model: |Δ| {d:e}");
     assert!(g_ckpt < 0.5 * g_plain, "checkpointing saved too little: {g_ckpt:.0} vs {g_plain:.0} MiB");
