@@ -22,11 +22,11 @@ mod tests;
 
 pub use datasets::{ClassifyDataset, NerDataset, QaBatch, QaDataset, QaPrediction, TextBatch};
 pub use labels::{detect_scheme, iob1_to_iob2, sentences_to_iob2, LabelSet, SubwordLabels, TagScheme};
+pub use sft::{read_sft, SftContent, SftExample, SftFormat};
+pub use sft_dataset::{build_rows, SftBatch, SftDataset, SftRow, SftStats};
+pub use sft_tokenize::{alpaca_prompt, SftPrompt, SftTokenizer, SftTokens};
 pub use sources::{
     read_classify, read_classify_checked, read_ner, read_ner_checked, read_squad, write_squad_predictions,
     ClassifyColumns, ClassifyExample, NerSentence, QaAnswer, QaExample,
 };
-pub use sft::{read_sft, SftContent, SftExample, SftFormat};
-pub use sft_dataset::{build_rows, SftBatch, SftDataset, SftRow, SftStats};
-pub use sft_tokenize::{alpaca_prompt, SftPrompt, SftTokenizer, SftTokens};
 pub use tokenize::{Encoded, TextTokenizer};

@@ -18,7 +18,9 @@ use super::job::{TextData, TextJob, TextTask};
 use super::peft::{load_text_adapter, AdapterMeta, ADAPTER_FILE, ADAPTER_META};
 use super::sft::{SftSaver, SftTask};
 use crate::data::{build_rows, read_sft, SftDataset, SftExample, SftPrompt, SftStats, SftTokenizer, SftTokens};
-use crate::models::{causal_model_type, causal_peft_targets, load_causal_lm, new_causal_lm, TextModelFiles};
+use crate::models::{
+    causal_model_type, causal_peft_targets, load_causal_lm, new_causal_lm, TextModelFiles, LLAMA_MODEL_TYPES,
+};
 
 /// Optional files of a language model folder.
 const LM_FILES: [&str; 4] =
@@ -130,6 +132,11 @@ pub fn prepare_sft(cfg: &TextConfig, peft: &PeftConfig, train: &TrainConfig, dev
         (saver, Some(report))
     };
 
+    if cfg.gradient_checkpointing && !LLAMA_MODEL_TYPES.contains(&model_type.as_str()) {
+        bail!(
+            "text.gradient_checkpointing: not implemented for {model_type:?} models yet (supported: {LLAMA_MODEL_TYPES:?})"
+        );
+    }
     model.set_gradient_checkpointing(cfg.gradient_checkpointing);
 
     let loader = LoaderConfig {
