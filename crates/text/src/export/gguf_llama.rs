@@ -9,8 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
-use super::checkpoint::{read_json, LmCheckpoint};
 use super::gguf::{GgmlType, GgufFile, GgufTensor, GgufValue, Q8_0_BLOCK};
+use crate::models::{read_json, LmCheckpoint};
 use crate::models::{LlamaConfig, RopeScaling};
 
 /// The type of the large (2-D) tensors of a GGUF export; 1-D tensors (norms, biases) stay float32, as

@@ -9,8 +9,8 @@ use suite_core::peft::PeftConfig;
 use suite_core::weights::{save_hub_layout, write_atomic};
 use tch::Kind;
 
-use super::checkpoint::LmCheckpoint;
 use crate::models::copy_tokenizer_files;
+use crate::models::LmCheckpoint;
 
 /// Files that travel with a causal LM besides its weights and config, copied when they exist.
 pub const LM_EXTRA_FILES: &[&str] = &["generation_config.json", "chat_template.jinja"];

@@ -2,7 +2,6 @@
 //! folder with the adapter merged ([`export_hub`], for transformers), a peft adapter folder ([`export_peft`], for
 //! `PeftModel.from_pretrained`), and one GGUF file ([`export_gguf`], for llama.cpp and Ollama).
 
-mod checkpoint;
 mod gguf;
 mod gguf_llama;
 mod hub;
@@ -11,7 +10,7 @@ mod peft_folder;
 #[cfg(test)]
 mod tests;
 
-pub use checkpoint::LmCheckpoint;
+pub use crate::models::LmCheckpoint;
 pub use gguf::{quantize_q8_0, GgmlType, GgufFile, GgufTensor, GgufValue, ALIGNMENT, Q8_0_BLOCK};
 pub use gguf_llama::{export_gguf, gguf_file, permute_rows, GgufType};
 pub use hub::{export_hub, WeightDtype, LM_EXTRA_FILES};

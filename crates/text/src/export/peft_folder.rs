@@ -11,7 +11,7 @@ use suite_core::peft::{pattern_matches, PeftConfig};
 use suite_core::weights::{save_safetensors, write_atomic};
 use tch::Tensor;
 
-use super::checkpoint::LmCheckpoint;
+use crate::models::LmCheckpoint;
 use crate::models::{causal_peft_targets, copy_tokenizer_files, GPT2_MODEL_TYPES};
 
 /// The prefix peft puts before the base model's tensor names in an adapter file.

@@ -7,8 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::{Deserialize, Serialize};
-use suite_core::peft::{apply_peft, load_adapter, read_adapter};
+use serde::Serialize;
 use tch::nn::VarStore;
 use tch::Device;
 use tokenizers::Tokenizer;
@@ -17,12 +16,7 @@ use super::decode::{generate_rows, RowSpec};
 use super::sampling::SamplingParams;
 use super::stop::{StopCriteria, StopReason};
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::models::{causal_model_type, causal_peft_targets, load_causal_lm, CausalLm, CausalLmInfo};
-
-/// The adapter of a PEFT folder saved by SFT.
-const ADAPTER_FILE: &str = "adapter.safetensors";
-/// What a PEFT folder says about its base model.
-const ADAPTER_META: &str = "suite_adapter.json";
+use crate::models::{CausalLm, CausalLmInfo, LmCheckpoint};
 
 /// One prompt to continue, with its own decoding settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,12 +61,6 @@ pub struct Generated {
     pub completion_tokens: usize,
 }
 
-/// What `suite_adapter.json` of a PEFT folder records.
-#[derive(Debug, Deserialize)]
-struct AdapterMeta {
-    base_model: String,
-}
-
 /// A causal LM with its tokenizer, chat template and stop tokens.
 pub struct LanguageModel {
     vs: VarStore,
@@ -104,24 +92,11 @@ impl LanguageModel {
         if !dir.is_dir() {
             bail!("{}: no such model folder", dir.display());
         }
-        let adapter = dir.join(ADAPTER_FILE);
-        let (vs, model, base_dir) = if adapter.is_file() {
-            let base_dir = adapter_base(dir)?;
-            let (mut vs, mut model, _) = load_base(&base_dir, device)?;
-            let file = read_adapter(&adapter)?;
-            let model_type = causal_model_type(&base_dir.join("config.json"))?;
-            let targets = causal_peft_targets(&model_type);
-            let layers: &mut dyn suite_core::nn::VisitLayers = model.as_mut();
-            let report = apply_peft(&mut vs, layers, &file.config, &targets)
-                .with_context(|| format!("{}: applying the adapter's PEFT config", adapter.display()))?;
-            load_adapter(&mut vs, &file, None, &report.base_checksum)
-                .with_context(|| format!("loading {}", adapter.display()))?;
-            vs.freeze();
-            (vs, model, Some(base_dir))
-        } else {
-            let (vs, model, _) = load_base(dir, device)?;
-            (vs, model, None)
-        };
+        let ckpt =
+            LmCheckpoint::load_on(dir, device).with_context(|| format!("loading the model in {}", dir.display()))?;
+        let base_dir = ckpt.is_peft().then(|| ckpt.base_dir.clone());
+        let LmCheckpoint { mut vs, model, .. } = ckpt;
+        vs.freeze();
         // The adapter folder's own tokenizer files first (SFT may have added tokens), else the base's.
         let files_dir = |name: &str| -> PathBuf {
             match &base_dir {
@@ -356,74 +331,6 @@ impl TextStream {
 /// and not all generated yet.
 fn complete_prefix(text: &str) -> &str {
     text.trim_end_matches('\u{FFFD}')
-}
-
-/// Loads a hub-layout folder, naming the folder in errors.
-fn load_base(dir: &Path, device: Device) -> Result<(VarStore, Box<dyn CausalLm>, suite_core::weights::LoadReport)> {
-    if !dir.join("config.json").is_file() {
-        bail!(
-            "{}: no config.json: expected a model folder in hub layout (config.json, model.safetensors, \
-             tokenizer.json) or a PEFT folder saved by suite (adapter.safetensors, suite_adapter.json)",
-            dir.display()
-        );
-    }
-    load_causal_lm(dir, device).with_context(|| format!("loading the model in {}", dir.display()))
-}
-
-/// The base model folder of a PEFT folder: `suite_adapter.json`'s `base_model`, a folder (absolute, relative to
-/// the working directory or to the PEFT folder) or a hub id found in the Hugging Face cache.
-fn adapter_base(dir: &Path) -> Result<PathBuf> {
-    let meta_path = dir.join(ADAPTER_META);
-    let text = std::fs::read_to_string(&meta_path).with_context(|| {
-        format!("{}: cannot read (a PEFT folder records its base model there)", meta_path.display())
-    })?;
-    let meta: AdapterMeta = serde_json::from_str(&text)
-        .map_err(|e| anyhow!("{}: expected {{\"base_model\": …, \"method\": …}}: {e}", meta_path.display()))?;
-    let base = PathBuf::from(&meta.base_model);
-    for candidate in [base.clone(), dir.join(&base)] {
-        if candidate.join("config.json").is_file() {
-            return Ok(candidate);
-        }
-    }
-    if let Some(snapshot) = hub_cache_snapshot(&meta.base_model) {
-        return Ok(snapshot);
-    }
-    bail!(
-        "{}: base_model {:?} is neither a model folder nor in the Hugging Face cache, and the hub is unreachable \
-         from here: download it and write its folder's path there",
-        meta_path.display(),
-        meta.base_model
-    )
-}
-
-/// `~/.cache/huggingface/hub/models--ORG--NAME/snapshots/*/` (or under `$HF_HUB_CACHE`, `$HF_HOME/hub`) holding a
-/// config.json, for the hub id `ORG/NAME`.
-fn hub_cache_snapshot(id: &str) -> Option<PathBuf> {
-    let hub = match (std::env::var_os("HF_HUB_CACHE"), std::env::var_os("HF_HOME")) {
-        (Some(cache), _) => PathBuf::from(cache),
-        (None, Some(home)) => PathBuf::from(home).join("hub"),
-        (None, None) => PathBuf::from(std::env::var_os("HOME")?).join(".cache/huggingface/hub"),
-    };
-    hub_snapshot_in(&hub, id)
-}
-
-/// The snapshot of the hub id `ORG/NAME` in the hub cache folder `hub` that holds a config.json; the most
-/// recently modified one when there are several.
-fn hub_snapshot_in(hub: &Path, id: &str) -> Option<PathBuf> {
-    let (org, name) = id.split_once('/')?;
-    if org.is_empty() || name.is_empty() || name.contains('/') {
-        return None;
-    }
-    let snapshots = hub.join(format!("models--{org}--{name}")).join("snapshots");
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(snapshots)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("config.json").is_file())
-        .map(|p| (p.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH), p))
-        .collect();
-    found.sort();
-    found.pop().map(|(_, p)| p)
 }
 
 /// A JSON file, `None` when absent.

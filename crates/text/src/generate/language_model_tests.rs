@@ -13,6 +13,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::*;
 use crate::generate::fixture_tests::tiny_llama;
+use crate::models::{causal_peft_targets, load_causal_lm};
+use crate::task::{ADAPTER_FILE, ADAPTER_META};
 
 /// transformers' side: the chat prompt from `apply_chat_template`, the prompts' ids from the tokenizer, and the
 /// greedy continuation (24 tokens at most, eos from generation_config.json) of the three prompts as one
@@ -213,17 +215,5 @@ fn a_peft_folder_loads_its_base_and_adapter() {
     let other = tmp.path().join("hub_id");
     let _ = save_peft_folder(&other, "someorg/somemodel");
     let e = format!("{:#}", LanguageModel::load(&other, Device::Cpu).unwrap_err());
-    assert!(e.contains("base_model \"someorg/somemodel\"") && e.contains("hub is unreachable"), "{e}");
-}
-
-#[test]
-fn hub_ids_resolve_to_the_newest_cached_snapshot() {
-    let hub = tempfile::tempdir().unwrap();
-    let snap = hub.path().join("models--org--tiny/snapshots/abc123");
-    std::fs::create_dir_all(&snap).unwrap();
-    assert_eq!(hub_snapshot_in(hub.path(), "org/tiny"), None, "a snapshot without config.json is not a model");
-    std::fs::write(snap.join("config.json"), "{}").unwrap();
-    assert_eq!(hub_snapshot_in(hub.path(), "org/tiny"), Some(snap));
-    assert_eq!(hub_snapshot_in(hub.path(), "org/other"), None);
-    assert_eq!(hub_snapshot_in(hub.path(), "not-an-id"), None);
+    assert!(e.contains("field `base_model`") && e.contains("\"someorg/somemodel\"") && e.contains("hub"), "{e}");
 }

@@ -16,6 +16,7 @@ mod gpt2;
 mod heads;
 mod layers;
 mod llama;
+mod lm_folder;
 mod load;
 pub mod registry;
 mod roberta;
@@ -47,6 +48,8 @@ pub use gpt2::{
 };
 pub use heads::Head;
 pub use llama::{llama_peft_targets, LlamaConfig, LlamaForCausalLm, RopeScaling, LLAMA_MODEL_TYPES};
+pub(crate) use lm_folder::read_json;
+pub use lm_folder::LmCheckpoint;
 pub use registry::{known_models, minilm_asset_dir, resolve_text_model, TextModelFiles, DEFAULT_TEXT_MODEL};
 pub use roberta::{roberta_position_ids, RobertaModel};
 pub use text_model::TextModel;

@@ -8,18 +8,18 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use suite_core::data::{stratified_split, DataLoader, LoaderConfig};
-use suite_core::peft::{apply_peft, read_adapter, PeftConfig};
+use suite_core::peft::{apply_peft, PeftConfig};
 use suite_core::train::TrainConfig;
 use suite_core::weights::{resolve_model, ModelSource};
 use tch::{nn::VarStore, Device};
 
 use super::config::{SftInit, TextConfig};
 use super::job::{TextData, TextJob, TextTask};
-use super::peft::{load_text_adapter, AdapterMeta, ADAPTER_FILE, ADAPTER_META};
 use super::sft::{SftSaver, SftTask};
 use crate::data::{build_rows, read_sft, SftDataset, SftExample, SftPrompt, SftStats, SftTokenizer, SftTokens};
 use crate::models::{
-    causal_model_type, causal_peft_targets, load_causal_lm, new_causal_lm, TextModelFiles, LLAMA_MODEL_TYPES,
+    causal_model_type, causal_peft_targets, load_causal_lm, new_causal_lm, LmCheckpoint, TextModelFiles,
+    LLAMA_MODEL_TYPES,
 };
 
 /// Optional files of a language model folder.
@@ -234,27 +234,14 @@ pub fn load_sft_eval(
     batch_size: usize,
     device: Device,
 ) -> Result<(SftTask, DataLoader<SftDataset>)> {
-    let adapter = dir.join(ADAPTER_FILE);
-    let (mut vs, model, saver) = if adapter.is_file() {
-        let meta_path = dir.join(ADAPTER_META);
-        let text =
-            std::fs::read_to_string(&meta_path).with_context(|| format!("{}: cannot read", meta_path.display()))?;
-        let meta: AdapterMeta = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not an adapter description", meta_path.display()))?;
-        let base = resolve_lm(&meta.base_model, SftInit::Pretrained)
-            .with_context(|| format!("the base model of the adapter in {}", dir.display()))?;
-        let (mut vs, mut model, _) = load_causal_lm(&base.dir, device)?;
-        let file = read_adapter(&adapter)?;
-        let targets = causal_peft_targets(&causal_model_type(&base.config)?);
-        let report = apply_peft(&mut vs, &mut *model, &file.config, &targets)?;
-        load_text_adapter(&mut vs, dir, Some(&file.config), &report.base_checksum)?;
-        let saver = SftSaver::Adapter { config: file.config, base_dir: base.dir, base_checksum: report.base_checksum };
-        (vs, model, saver)
-    } else {
-        let (vs, model, _) = load_causal_lm(dir, device)?;
-        let model_type = causal_model_type(&dir.join("config.json"))?;
-        (vs, model, SftSaver::Full { base_dir: dir.to_path_buf(), model_type })
+    let ckpt = LmCheckpoint::load_on(dir, device)?;
+    let saver = match &ckpt.base_checksum {
+        Some(sum) => {
+            SftSaver::Adapter { config: ckpt.peft.clone(), base_dir: ckpt.base_dir.clone(), base_checksum: sum.clone() }
+        }
+        None => SftSaver::Full { base_dir: dir.to_path_buf(), model_type: ckpt.model_type.clone() },
     };
+    let LmCheckpoint { mut vs, model, .. } = ckpt;
     vs.freeze();
     let info = model.info().clone();
     let tok = SftTokenizer::from_dir(dir, &info.eos_token_ids, cfg.system_prompt.clone(), cfg.max_len)?;

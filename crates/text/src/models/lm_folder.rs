@@ -1,5 +1,6 @@
-//! A fine-tuned causal LM folder as the exporters read it: a hub-layout model (full fine-tuning), or a PEFT folder
-//! (`adapter.safetensors` + `suite_adapter.json` naming the base) put back onto its base model.
+//! A causal LM folder as generation, evaluation and the exporters read it: a hub-layout model (pretrained or fully
+//! fine-tuned), or a PEFT folder saved by SFT (`adapter.safetensors` + `suite_adapter.json` naming the base) put
+//! back onto its base model. The one place that resolves an adapter's base and loads it.
 
 use std::path::{Path, PathBuf};
 
@@ -9,13 +10,12 @@ use suite_core::peft::{apply_peft, load_adapter, merged_weights, read_adapter, P
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-use crate::models::{
+use super::{
     causal_model_type, causal_peft_targets, gpt2_checkpoint_tensors, load_causal_lm, CausalLm, GPT2_MODEL_TYPES,
 };
 use crate::task::{AdapterMeta, ADAPTER_FILE, ADAPTER_META};
 
-/// A causal LM loaded for export, in float32 on the CPU, with its PEFT method (if any) applied and its adapter
-/// loaded.
+/// A causal LM loaded in float32, with its PEFT method (if any) applied and its adapter loaded.
 pub struct LmCheckpoint {
     /// The folder given: the model, or the adapter folder.
     pub dir: PathBuf,
@@ -33,6 +33,8 @@ pub struct LmCheckpoint {
     pub peft: PeftConfig,
     /// The base model as `suite_adapter.json` names it (a folder or a hub id); `None` for a full model.
     pub base_model: Option<String>,
+    /// Checksum of the base weights the adapter was loaded onto (`None` for a full model).
+    pub base_checksum: Option<String>,
 }
 
 impl LmCheckpoint {
@@ -41,15 +43,27 @@ impl LmCheckpoint {
     /// whose `base_model` is a local folder (absolute, relative to the working directory or to `dir`) or a hub
     /// id in the local cache. Errors name the file and field at fault.
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_on(dir, Device::Cpu)
+    }
+
+    /// [`LmCheckpoint::load`] onto `device`.
+    pub fn load_on(dir: &Path, device: Device) -> Result<Self> {
         if !dir.is_dir() {
             bail!("{}: not a model folder", dir.display());
         }
         let adapter = dir.join(ADAPTER_FILE);
         if !adapter.is_file() {
             let config_path = dir.join("config.json");
+            if !config_path.is_file() {
+                bail!(
+                    "{}: no config.json: expected a model folder in hub layout (config.json, model.safetensors, \
+                     tokenizer.json) or a PEFT folder saved by suite (adapter.safetensors, suite_adapter.json)",
+                    dir.display()
+                );
+            }
             let model_type = causal_model_type(&config_path)?;
             let config = read_json(&config_path)?;
-            let (vs, model, _) = load_causal_lm(dir, Device::Cpu)?;
+            let (vs, model, _) = load_causal_lm(dir, device)?;
             return Ok(Self {
                 dir: dir.to_path_buf(),
                 base_dir: dir.to_path_buf(),
@@ -59,6 +73,7 @@ impl LmCheckpoint {
                 model,
                 peft: PeftConfig::None,
                 base_model: None,
+                base_checksum: None,
             });
         }
         let meta_path = dir.join(ADAPTER_META);
@@ -71,7 +86,7 @@ impl LmCheckpoint {
         let model_type = causal_model_type(&config_path)?;
         let config = read_json(&config_path)?;
         let file = read_adapter(&adapter)?;
-        let (mut vs, mut model, _) = load_causal_lm(&base_dir, Device::Cpu)?;
+        let (mut vs, mut model, _) = load_causal_lm(&base_dir, device)?;
         let report = apply_peft(&mut vs, model.as_mut(), &file.config, &causal_peft_targets(&model_type))
             .with_context(|| format!("{}: applying its PEFT config to {}", adapter.display(), base_dir.display()))?;
         load_adapter(&mut vs, &file, Some(&file.config), &report.base_checksum)
@@ -85,6 +100,7 @@ impl LmCheckpoint {
             model,
             peft: file.config,
             base_model: Some(meta.base_model),
+            base_checksum: Some(report.base_checksum),
         })
     }
 
@@ -135,7 +151,9 @@ fn resolve_base(spec: &str, adapter_dir: &Path) -> Result<PathBuf> {
         &["config.json"],
         &["model.safetensors", "model.safetensors.index.json", "generation_config.json"],
     )
-    .with_context(|| format!("base model {spec:?} is neither a model folder nor a cached hub model"))?;
+    .with_context(|| {
+        format!("base model {spec:?} is neither a model folder nor in the hub cache (download it and write its folder)")
+    })?;
     let config = files.require("config.json")?;
     Ok(config.parent().ok_or_else(|| anyhow!("{}: no parent folder", config.display()))?.to_path_buf())
 }
