@@ -26,6 +26,27 @@ pub struct CausalLmInfo {
     pub num_layers: usize,
 }
 
+impl CausalLmInfo {
+    /// Takes `bos_token_id` and `eos_token_id` (one id or a list) from a `generation_config.json` where the file
+    /// names them: they take precedence over `config.json`'s, as in transformers' `generate` (Llama 3 Instruct
+    /// lists its end-of-turn token only there).
+    pub fn apply_generation_config(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+        let eos = super::llama::token_ids(&v, "eos_token_id").with_context(|| format!("{}", path.display()))?;
+        if !eos.is_empty() {
+            self.eos_token_ids = eos;
+        }
+        let bos = super::llama::token_ids(&v, "bos_token_id").with_context(|| format!("{}", path.display()))?;
+        if let Some(&bos) = bos.first() {
+            self.bos_token_id = Some(bos);
+        }
+        Ok(())
+    }
+}
+
 /// Keys and values of the positions seen so far, one `(keys, values)` pair per decoder layer, each
 /// `[batch, kv_heads, len, head_dim]` (before grouped-query heads are repeated, so the cache stays small).
 #[derive(Debug, Default)]

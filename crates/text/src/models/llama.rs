@@ -542,7 +542,7 @@ impl LlamaForCausalLm {
         let mut model = Self::new(vs.root(), &config);
         let generation = dir.join("generation_config.json");
         if generation.is_file() {
-            model.apply_generation_config(&generation)?;
+            model.info.apply_generation_config(&generation)?;
         }
         let files = checkpoint_files(dir)?;
         // Older checkpoints carry the rotary buffers, which are recomputed from the config here.
@@ -553,21 +553,6 @@ impl LlamaForCausalLm {
         }
         let report = load_safetensors(&vs, &files, &opts)?;
         Ok((vs, model, report))
-    }
-
-    /// Takes `bos_token_id` and `eos_token_id` (one id or a list) from a `generation_config.json` into
-    /// [`CausalLm::info`] where the file names them.
-    pub fn apply_generation_config(&mut self, path: &Path) -> Result<()> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let v: Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
-        let eos = token_ids(&v, "eos_token_id").with_context(|| format!("{}", path.display()))?;
-        if !eos.is_empty() {
-            self.info.eos_token_ids = eos;
-        }
-        if let Some(&bos) = token_ids(&v, "bos_token_id").with_context(|| format!("{}", path.display()))?.first() {
-            self.info.bos_token_id = Some(bos);
-        }
-        Ok(())
     }
 }
 
