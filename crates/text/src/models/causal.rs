@@ -27,11 +27,16 @@ pub struct CausalLmInfo {
 }
 
 impl CausalLmInfo {
-    /// Takes `bos_token_id` and `eos_token_id` (one id or a list) from a `generation_config.json` where the file
-    /// names them: they take precedence over `config.json`'s, as in transformers' `generate` (Llama 3 Instruct
-    /// lists its end-of-turn token only there).
-    pub fn apply_generation_config(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
+    /// Takes `bos_token_id` and `eos_token_id` (one id or a list) from the model folder `dir`'s
+    /// `generation_config.json`, when there is one and it names them: they take precedence over `config.json`'s,
+    /// as in transformers' `generate` (Llama 3 Instruct lists its end-of-turn token only there).
+    pub fn apply_generation_config(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
         use anyhow::Context;
+        let path = dir.join("generation_config.json");
+        if !path.is_file() {
+            return Ok(());
+        }
+        let path = path.as_path();
         let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
         let v: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;

@@ -38,3 +38,29 @@ pub fn shifted_loss(logits: &Tensor, ids: &Tensor) -> Tensor {
     let (len, v) = (logits.size()[1], logits.size()[2]);
     logits.narrow(1, 0, len - 1).reshape([-1, v]).cross_entropy_for_logits(&ids.narrow(1, 1, len - 1).reshape([-1]))
 }
+
+/// Prefix tuning (3 virtual tokens, projection 16) through peft on the case's model, with Rust's
+/// `prefix_encoder.*` tensors from `argv[2]/prefix.safetensors`: logits, loss and the encoder's gradients.
+pub const PEFT_PREFIX_REFERENCE: &str = r#"
+import sys, warnings, torch
+from transformers import AutoModelForCausalLM
+from peft import PrefixTuningConfig, get_peft_model
+from safetensors.torch import load_file, save_file
+warnings.filterwarnings("ignore")
+case_dir, out = sys.argv[1], sys.argv[2]
+model = AutoModelForCausalLM.from_pretrained(case_dir, dtype=torch.float32)
+cfg = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=16)
+pm = get_peft_model(model, cfg)
+enc = pm.prompt_encoder["default"]
+ours = {k[len("prefix_encoder."):]: v for k, v in load_file(out + "/prefix.safetensors").items()}
+enc.load_state_dict(ours, strict=True)
+pm.eval()
+ids = load_file(case_dir + "/ref.safetensors")["ids"]
+o = pm(input_ids=ids, labels=ids)
+o.loss.backward()
+t = {"logits": o.logits.detach(), "loss": o.loss.detach().reshape(1)}
+for n, p in enc.named_parameters():
+    t["grad.prefix_encoder." + n] = p.grad
+save_file({k: v.contiguous() for k, v in t.items()}, out + "/peft.safetensors")
+print("ok")
+"#;

@@ -363,10 +363,7 @@ impl Gpt2LmHeadModel {
         let config = Gpt2Config::from_file(dir.join("config.json"))?;
         let vs = nn::VarStore::new(device);
         let mut model = Self::new(vs.root(), &config);
-        let generation = dir.join("generation_config.json");
-        if generation.is_file() {
-            model.info.apply_generation_config(&generation)?;
-        }
+        model.info.apply_generation_config(dir)?;
         let files = checkpoint_files(dir)?;
         let mut opts =
             LoadOptions::strict().add_prefixes(["transformer."]).transposed(GPT2_CONV1D_WEIGHTS.iter().copied());

@@ -540,10 +540,7 @@ impl LlamaForCausalLm {
         let config = LlamaConfig::from_file(dir.join("config.json"))?;
         let vs = nn::VarStore::new(device);
         let mut model = Self::new(vs.root(), &config);
-        let generation = dir.join("generation_config.json");
-        if generation.is_file() {
-            model.info.apply_generation_config(&generation)?;
-        }
+        model.info.apply_generation_config(dir)?;
         let files = checkpoint_files(dir)?;
         // Older checkpoints carry the rotary buffers, which are recomputed from the config here.
         let mut opts = LoadOptions::strict().skip(["model.rotary_emb."]);

@@ -13,9 +13,8 @@ use suite_core::python::run_python;
 use suite_core::weights::{read_safetensors, save_safetensors};
 use tch::{Device, Kind, Tensor};
 
+use super::fixture_tests::{max_abs_diff, PEFT_PREFIX_REFERENCE, TOL};
 use super::*;
-
-const TOL: f64 = 1e-4;
 
 /// Builds the model of every case with seed 0, saves it into `argv[1]/CASE` and writes there `ref.safetensors`:
 /// `ids`, eval-mode `logits`, the rotary `inv_freq`, the causal-LM `loss` (labels = ids) and `grad.NAME` of every
@@ -93,11 +92,6 @@ fn reference(case: &str) -> Reference {
     assert!(report.missing.is_empty() && report.unexpected.is_empty(), "{report:?}");
     let ids = refs.remove("ids").unwrap();
     Reference { vs, model, refs, ids }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size());
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
 }
 
 fn check_parity(case: &str) -> Reference {
@@ -414,32 +408,6 @@ fn llama_runs_in_bfloat16() {
     assert!(d <= 0.05 * scale, "bf16 logits differ by {d:e}");
     assert!(d_cache <= 0.05 * scale, "bf16 cache differs by {d_cache:e}");
 }
-
-/// Prefix tuning (3 virtual tokens, projection 16) through peft on the case's model, with Rust's
-/// `prefix_encoder.*` tensors from `argv[2]/prefix.safetensors`: logits, loss and the encoder's gradients.
-const PEFT_PREFIX_REFERENCE: &str = r#"
-import sys, warnings, torch
-from transformers import AutoModelForCausalLM
-from peft import PrefixTuningConfig, get_peft_model
-from safetensors.torch import load_file, save_file
-warnings.filterwarnings("ignore")
-case_dir, out = sys.argv[1], sys.argv[2]
-model = AutoModelForCausalLM.from_pretrained(case_dir, dtype=torch.float32)
-cfg = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=16)
-pm = get_peft_model(model, cfg)
-enc = pm.prompt_encoder["default"]
-ours = {k[len("prefix_encoder."):]: v for k, v in load_file(out + "/prefix.safetensors").items()}
-enc.load_state_dict(ours, strict=True)
-pm.eval()
-ids = load_file(case_dir + "/ref.safetensors")["ids"]
-o = pm(input_ids=ids, labels=ids)
-o.loss.backward()
-t = {"logits": o.logits.detach(), "loss": o.loss.detach().reshape(1)}
-for n, p in enc.named_parameters():
-    t["grad.prefix_encoder." + n] = p.grad
-save_file({k: v.contiguous() for k, v in t.items()}, out + "/peft.safetensors")
-print("ok")
-"#;
 
 #[test]
 fn llama_prefix_tuning_matches_peft_with_grouped_query_heads() {

@@ -87,6 +87,17 @@ pub struct TextJob {
     pub notes: Vec<String>,
 }
 
+/// Batches of a text job's training and validation data: the recipe's batch size and seed, at most two workers.
+pub(super) fn train_loader(train: &TrainConfig) -> LoaderConfig {
+    LoaderConfig {
+        batch_size: train.batch_size,
+        drop_last: false,
+        workers: train.workers.min(2),
+        prefetch: 4,
+        seed: train.seed,
+    }
+}
+
 /// The metric a task is judged by (`train.metric = "auto"`).
 pub fn default_metric(cfg: &TextConfig) -> &'static str {
     match (cfg.task, cfg.multi_label) {
@@ -114,13 +125,7 @@ pub fn prepare(
     let files = resolve_text_model(&cfg.model)?;
     let tok = TextTokenizer::from_file(&files.tokenizer)?;
     let enc = EncoderConfig::from_file(&files.config)?;
-    let loader = LoaderConfig {
-        batch_size: train.batch_size,
-        drop_last: false,
-        workers: train.workers.min(2),
-        prefetch: 4,
-        seed: train.seed,
-    };
+    let loader = train_loader(train);
     let eval_loader = LoaderConfig { batch_size: train.batch_size.max(32), ..loader.clone() };
     let mut vs = VarStore::new(device);
     let data_path = cfg.data.as_deref().expect("validated");

@@ -14,7 +14,7 @@ use suite_core::weights::{resolve_model, ModelSource};
 use tch::{nn::VarStore, Device};
 
 use super::config::{SftInit, TextConfig};
-use super::job::{TextData, TextJob, TextTask};
+use super::job::{train_loader, TextData, TextJob, TextTask};
 use super::sft::{SftSaver, SftTask};
 use crate::data::{build_rows, read_sft, SftDataset, SftExample, SftPrompt, SftStats, SftTokenizer, SftTokens};
 use crate::models::{
@@ -139,13 +139,7 @@ pub fn prepare_sft(cfg: &TextConfig, peft: &PeftConfig, train: &TrainConfig, dev
     }
     model.set_gradient_checkpointing(cfg.gradient_checkpointing);
 
-    let loader = LoaderConfig {
-        batch_size: train.batch_size,
-        drop_last: false,
-        workers: train.workers.min(2),
-        prefetch: 4,
-        seed: train.seed,
-    };
+    let loader = train_loader(train);
     let pad_id = tok.eos_id();
     let train_ds = Arc::new(SftDataset::new(train_rows, pad_id, cfg.packing));
     let val_ds = Arc::new(SftDataset::new(val_rows, pad_id, cfg.packing));
