@@ -67,6 +67,11 @@ pub struct FinetuneArgs {
     /// Continue the run in this folder from its newest checkpoint.
     #[arg(long, conflicts_with = "out")]
     pub resume: Option<PathBuf>,
+    /// Data parallel on this machine: start N worker processes (as `torchrun --standalone --nproc-per-node N`).
+    /// `--batch-size` is per process, so the global batch is batch size × N × accumulation. Under torchrun or
+    /// another launcher that sets RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, leave it out.
+    #[arg(long)]
+    pub nproc: Option<usize>,
     /// Model name from the registry (e.g. resnet50, efficientnet_lite0).
     #[arg(long)]
     pub model: Option<String>,
@@ -308,6 +313,10 @@ pub struct TrainArgs {
     /// `auto`, `fp32` or `bf16`.
     #[arg(long)]
     pub precision: Option<PrecisionName>,
+    /// Data parallel: seconds a rank waits for the others in a collective before the run fails naming the rank it
+    /// lost (default 1800; it must outlast rank 0's evaluation and checkpoint writes).
+    #[arg(long)]
+    pub dist_timeout: Option<u64>,
 }
 
 /// Optimizer names on the command line.
@@ -338,6 +347,9 @@ impl TrainArgs {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { cfg.$f = v; } )* };
         }
         set!(epochs, batch_size, grad_accum, lr, weight_decay, metric, seed, device, threads, workers);
+        if let Some(t) = self.dist_timeout {
+            cfg.dist_timeout_s = t;
+        }
         if self.max_steps.is_some() {
             cfg.max_steps = self.max_steps;
         }

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod metrics;
 pub mod nn;
 pub mod optim;

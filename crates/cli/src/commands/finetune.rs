@@ -1,8 +1,11 @@
 //! `suite finetune <domain>`: resolve the job (recipe + flags, or a run's saved config on --resume), then train.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use suite_core::dist::{self, DistEnv, LaunchSpec};
 
 use super::{speech, text, vision};
 use crate::args::{Domain, FinetuneArgs};
@@ -10,7 +13,35 @@ use crate::job::{load_recipe, JobFile};
 
 /// Entry point.
 pub fn run(args: FinetuneArgs) -> Result<()> {
-    let (job, out, resume) = resolve(&args)?;
+    let env = DistEnv::from_env()?;
+    if let Some(n) = args.nproc {
+        if env.is_some() {
+            bail!(
+                "--nproc starts its own workers, but this process was already launched as one (RANK and WORLD_SIZE \
+                 are set): leave --nproc out under torchrun or another launcher"
+            );
+        }
+        if n == 0 {
+            bail!("--nproc must be at least 1");
+        }
+        if n > 1 {
+            return launch(n);
+        }
+    }
+    let main = env.as_ref().is_none_or(|e| e.rank == 0);
+    let (job, out, resume) = resolve(&args, main)?;
+    let out = match env {
+        Some(e) => match dist::init(&e, Duration::from_secs(job.train.dist_timeout_s))? {
+            // Every rank writes into (and resumes from) the folder rank 0 chose.
+            Some(g) => {
+                let mine = out.to_string_lossy().into_owned();
+                let shared = g.share_from_main("run-folder", main.then_some(mine.as_bytes()))?;
+                PathBuf::from(String::from_utf8(shared).context("rank 0's run folder")?)
+            }
+            None => out,
+        },
+        None => out,
+    };
     match args.domain {
         Domain::Vision => vision::finetune(job, out, resume),
         Domain::Text => text::finetune(job, out, resume),
@@ -18,8 +49,29 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     }
 }
 
-/// The resolved job, its run folder and whether it resumes.
-fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
+/// `--nproc N`: runs this same command line in N local worker processes and exits as they do.
+fn launch(nproc: usize) -> Result<()> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut it = std::env::args_os().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--nproc" {
+            it.next();
+        } else if !a.to_string_lossy().starts_with("--nproc=") {
+            args.push(a);
+        }
+    }
+    let program = std::env::current_exe().context("locating the suite executable")?;
+    let code = dist::launch_local(&LaunchSpec { nproc, program, args, grace: Duration::from_secs(30) })?;
+    if code != 0 {
+        // The workers printed their errors; exit as the first one that failed.
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+/// The resolved job, its run folder and whether it resumes. `main` is false on data-parallel ranks other than 0,
+/// which take rank 0's run folder and so skip its checks.
+fn resolve(args: &FinetuneArgs, main: bool) -> Result<(JobFile, PathBuf, bool)> {
     if let Some(run) = &args.resume {
         let path = run.join("config.toml");
         if !path.exists() {
@@ -36,6 +88,9 @@ fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
         }
         if let Some(n) = t.workers {
             job.train.workers = n;
+        }
+        if let Some(n) = t.dist_timeout {
+            job.train.dist_timeout_s = n;
         }
         return Ok((job, run.clone(), true));
     }
@@ -139,7 +194,7 @@ fn resolve(args: &FinetuneArgs) -> Result<(JobFile, PathBuf, bool)> {
             PathBuf::from("runs").join(format!("{:?}-{model}-{stamp}", args.domain).to_lowercase())
         }
     };
-    if out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(false) {
+    if main && out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(false) {
         bail!(
             "--out {}: the folder exists and is not empty; choose another --out, or continue it with --resume",
             out.display()

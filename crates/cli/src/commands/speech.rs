@@ -43,13 +43,20 @@ pub fn finetune(mut job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
         eprintln!("{}", r.summary_line());
     }
     let run = RunDir::create(&out, !resume)?;
-    eprintln!("run folder: {}", run.root().display());
-    if !resume {
-        run.write_config(&job)?;
+    // Data-parallel ranks other than 0 train and leave the run folder to rank 0.
+    let main = suite_core::dist::is_main();
+    if main {
+        eprintln!("run folder: {}", run.root().display());
+        if !resume {
+            run.write_config(&job)?;
+        }
+        write_job_notes(&run, &prepared, &scfg)?;
     }
-    write_job_notes(&run, &prepared, &scfg)?;
     let trainer = Trainer::new(job.train.clone(), run)?;
     let summary = trainer.fit(&mut prepared.task, &prepared.train, Some(&prepared.val), resume)?;
+    if !main {
+        return Ok(());
+    }
     report(trainer.run(), &mut prepared, &summary)
 }
 

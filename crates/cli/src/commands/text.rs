@@ -40,11 +40,15 @@ pub fn finetune(mut job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
     // The run folder appears only once the job is known to be valid.
     let mut prepared = prepare(&tcfg, &job.peft, &job.train, device, resume)?;
     let run = RunDir::create(&out, !resume)?;
-    eprintln!("run folder: {}", run.root().display());
-    if !resume {
-        run.write_config(&job)?;
+    // Data-parallel ranks other than 0 train and leave the run folder to rank 0.
+    let main = suite_core::dist::is_main();
+    if main {
+        eprintln!("run folder: {}", run.root().display());
+        if !resume {
+            run.write_config(&job)?;
+        }
+        write_job_notes(&run, &prepared, &tcfg)?;
     }
-    write_job_notes(&run, &prepared, &tcfg)?;
     let trainer = Trainer::new(job.train.clone(), run)?.with_group_rules(prepared.rules.clone());
     let summary = match (&mut prepared.task, &prepared.data) {
         (TextTask::Sequence(t), TextData::Classify { train, val }) => trainer.fit(t, train, Some(val), resume)?,
@@ -53,6 +57,9 @@ pub fn finetune(mut job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
         (TextTask::Sft(t), TextData::Sft { train, val }) => trainer.fit(&mut **t, train, Some(val), resume)?,
         _ => bail!("internal error: task and data of different kinds"),
     };
+    if !main {
+        return Ok(());
+    }
     report(trainer.run(), &mut prepared, &summary)
 }
 

@@ -24,16 +24,23 @@ pub fn finetune(job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
     // The run folder appears only once the job is known to be valid.
     let mut prepared = prepare(&vcfg, &job.peft, &job.train, device, resume)?;
     let run = RunDir::create(&out, !resume)?;
-    eprintln!("run folder: {}", run.root().display());
-    if !resume {
-        run.write_config(&job)?;
+    // Data-parallel ranks other than 0 train and leave the run folder to rank 0.
+    let main = suite_core::dist::is_main();
+    if main {
+        eprintln!("run folder: {}", run.root().display());
+        if !resume {
+            run.write_config(&job)?;
+        }
+        write_job_notes(&run, &prepared, &vcfg.model)?;
     }
-    write_job_notes(&run, &prepared, &vcfg.model)?;
     let trainer = Trainer::new(job.train.clone(), run)?.with_group_rules(prepared.rules.clone());
     let summary = match &prepared.data {
         JobData::Pixels { train, val } => trainer.fit(&mut prepared.task, train, Some(val), resume)?,
         JobData::Features { train, val } => trainer.fit(&mut prepared.task, train, Some(val), resume)?,
     };
+    if !main {
+        return Ok(());
+    }
     report(trainer.run(), &prepared, &summary, device)
 }
 

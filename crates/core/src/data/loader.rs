@@ -54,6 +54,16 @@ impl<D: Dataset> DataLoader<D> {
         Self::new(dataset, Arc::new(Sequential), LoaderConfig { drop_last: false, ..config })
     }
 
+    /// This rank's share of the loader under data parallelism: the same dataset and per-rank batch size, each
+    /// epoch's global batches (`batch_size × world`) split by rank (see [`super::Sharded`]).
+    pub fn sharded(&self, rank: usize, world: usize) -> Self {
+        Self {
+            dataset: self.dataset.clone(),
+            sampler: Arc::new(super::Sharded { inner: self.sampler.clone(), rank, world }),
+            config: self.config.clone(),
+        }
+    }
+
     /// The dataset.
     pub fn dataset(&self) -> &Arc<D> {
         &self.dataset

@@ -10,7 +10,7 @@ mod sampler;
 mod split;
 
 pub use loader::{BatchIter, DataLoader, LoaderConfig};
-pub use sampler::{BatchSampler, LengthBuckets, Sequential, Shuffled};
+pub use sampler::{BatchSampler, LengthBuckets, Sequential, Sharded, Shuffled};
 pub use split::{stratified_split, stratified_split_mask};
 
 /// The RNG handed to [`Dataset::get`] for augmentation; seeded per sample, so reproducible on any thread.

@@ -72,6 +72,43 @@ impl BatchSampler for LengthBuckets {
     }
 }
 
+/// One rank's share of another sampler's batches under data parallelism, as PyTorch's `DistributedSampler`.
+///
+/// The inner sampler plans global batches of `batch_size × world` examples (the same plan on every rank, seeded per
+/// epoch); rank `r` takes positions `r, r + world, …` of each. With [`Shuffled`] this is exactly
+/// `DistributedSampler`'s `indices[rank::world]`, and the union over ranks of the k-th batches is the k-th batch of
+/// a single process whose batch is `batch_size × world`. A last global batch that does not split evenly is padded
+/// with examples from the start of the epoch, as `DistributedSampler` pads, so every rank runs the same number of
+/// equally sized batches.
+#[derive(Clone)]
+pub struct Sharded {
+    /// The sampler every rank plans with.
+    pub inner: std::sync::Arc<dyn BatchSampler>,
+    /// This process's rank.
+    pub rank: usize,
+    /// Number of ranks.
+    pub world: usize,
+}
+
+impl BatchSampler for Sharded {
+    fn batches(&self, len: usize, batch_size: usize, drop_last: bool, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+        let world = self.world.max(1);
+        let global = self.inner.batches(len, batch_size * world, drop_last, seed, epoch);
+        let first: Vec<usize> = global.iter().flatten().copied().take(world).collect();
+        global
+            .into_iter()
+            .map(|mut g| {
+                let mut k = 0;
+                while !g.len().is_multiple_of(world) && !first.is_empty() {
+                    g.push(first[k % first.len()]);
+                    k += 1;
+                }
+                g.into_iter().skip(self.rank).step_by(world).collect()
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +126,35 @@ mod tests {
         assert_eq!(Shuffled.batches(10, 4, false, 7, 0), b, "same seed and epoch, same order");
         assert_ne!(Shuffled.batches(10, 4, false, 7, 1), b, "a new epoch reshuffles");
         assert_ne!(Shuffled.batches(10, 4, false, 8, 0), b, "a new seed reshuffles");
+    }
+
+    #[test]
+    fn sharded_batches_are_the_single_process_batches_split_by_rank() {
+        // 10 examples, per-rank batch 2 on 2 ranks: global batches of 4, the last of 2.
+        let single = Shuffled.batches(10, 4, false, 7, 3);
+        let ranks: Vec<Vec<Vec<usize>>> = (0..2)
+            .map(|rank| Sharded { inner: std::sync::Arc::new(Shuffled), rank, world: 2 }.batches(10, 2, false, 7, 3))
+            .collect();
+        assert_eq!(ranks[0].len(), single.len());
+        assert_eq!(ranks[1].len(), single.len());
+        for (k, g) in single.iter().enumerate() {
+            let mut union: Vec<usize> = ranks[0][k].iter().chain(&ranks[1][k]).copied().collect();
+            let mut want = g.clone();
+            union.sort();
+            want.sort();
+            assert_eq!(union, want, "batch {k}");
+            // DistributedSampler's stride: rank r holds positions r, r + 2, … of the global batch.
+            assert_eq!(ranks[1][k], g.iter().skip(1).step_by(2).copied().collect::<Vec<_>>());
+        }
+        // 7 examples on 2 ranks, per-rank batch 2: the last global batch (3 examples) is padded to 4.
+        let a = Sharded { inner: std::sync::Arc::new(Shuffled), rank: 0, world: 2 }.batches(7, 2, false, 1, 0);
+        let b = Sharded { inner: std::sync::Arc::new(Shuffled), rank: 1, world: 2 }.batches(7, 2, false, 1, 0);
+        assert_eq!(a.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2]);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2]);
+        let mut seen: Vec<usize> = a.concat().into_iter().chain(b.concat()).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen, (0..7).collect::<Vec<_>>(), "every example is seen");
     }
 
     #[test]

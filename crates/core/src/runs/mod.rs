@@ -194,7 +194,29 @@ impl RunDir {
     ///
     /// A fresh run refuses a folder that exists and is not empty, so an earlier run is never overwritten; a
     /// resumed run requires the folder to exist, and repairs checkpoint folders left mid-replace by a crash.
+    ///
+    /// In a data-parallel job rank 0 creates (or repairs) the folder while the other ranks wait, then they open it
+    /// as it is: they read checkpoints from it but never write.
     pub fn create(root: &Path, fresh: bool) -> Result<Self> {
+        let Some(group) = crate::dist::group() else { return Self::create_here(root, fresh) };
+        if group.is_main() {
+            let run = Self::create_here(root, fresh)?;
+            group.barrier().context("waiting for the other ranks after creating the run folder")?;
+            return Ok(run);
+        }
+        group.barrier().context("waiting for rank 0 to create the run folder")?;
+        if !root.is_dir() {
+            bail!(
+                "rank {}: the run folder {} that rank 0 created is not visible here: data-parallel ranks on several \
+                 machines need --out on a shared file system",
+                group.rank(),
+                root.display()
+            );
+        }
+        Ok(Self { root: root.to_path_buf() })
+    }
+
+    fn create_here(root: &Path, fresh: bool) -> Result<Self> {
         if root.exists() && !root.is_dir() {
             bail!("run folder {} exists and is not a folder; choose another --out", root.display());
         }

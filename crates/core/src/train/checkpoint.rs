@@ -22,6 +22,13 @@ pub struct TrainerState {
     pub best: BestTracker,
     /// Whether training had finished.
     pub finished: bool,
+    /// Data-parallel processes that trained the run (1 for a single process; absent in older checkpoints).
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// One checkpoint folder `checkpoints/step-NNNNNNNN/`: `model.safetensors` (every tensor of the model's

@@ -112,6 +112,9 @@ pub struct TrainConfig {
     pub precision: Precision,
     /// Log training loss every N optimizer steps.
     pub log_steps: usize,
+    /// Data-parallel runs: seconds a collective may wait for the other ranks before the run fails naming the rank
+    /// it lost. Rank 0 evaluates and writes checkpoints while the others wait, so it must outlast both.
+    pub dist_timeout_s: u64,
 }
 
 impl Default for TrainConfig {
@@ -138,6 +141,7 @@ impl Default for TrainConfig {
             workers: 2,
             precision: Precision::Auto,
             log_steps: 10,
+            dist_timeout_s: 1800,
         }
     }
 }
@@ -171,6 +175,9 @@ impl TrainConfig {
         }
         if self.eval_steps == Some(0) || self.save_steps == Some(0) || self.log_steps == 0 {
             bail!("train.eval_steps, train.save_steps and train.log_steps must be at least 1");
+        }
+        if self.dist_timeout_s == 0 {
+            bail!("train.dist_timeout_s must be at least 1 second");
         }
         crate::device::parse_device(&self.device)?;
         Ok(())

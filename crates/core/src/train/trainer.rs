@@ -11,6 +11,7 @@ use super::model::TrainModel;
 use super::progress::ProgressView;
 use crate::data::{DataLoader, Dataset};
 use crate::device::mix_seed;
+use crate::dist::{GradSync, DEFAULT_BUCKET_BYTES};
 use crate::metrics::Metrics;
 use crate::optim::{clip_grad_norm, param_groups, GroupRule, Optimizer, Schedule};
 use crate::runs::{self, EvalRecord, MetricRecord, RunDir, TrainRecord};
@@ -38,6 +39,24 @@ pub struct FitSummary {
     pub trainable_params: i64,
     /// All parameter and buffer elements of the model.
     pub total_params: i64,
+}
+
+/// What [`Trainer::fit`] works out before the first step.
+struct Plan {
+    optimizer: Box<dyn Optimizer>,
+    schedule: Schedule,
+    batches: usize,
+    steps_per_epoch: usize,
+    total_steps: usize,
+    epochs: usize,
+    trainable: i64,
+    total: i64,
+    autocast: bool,
+    world: usize,
+    rank: usize,
+    sync: Option<GradSync>,
+    dist: Option<std::sync::Arc<crate::dist::ProcessGroup>>,
+    last_eval_step: Option<usize>,
 }
 
 /// Runs the training loop of a [`TrainModel`] into a run folder.
@@ -81,6 +100,11 @@ impl Trainer {
 
     /// Trains `model` on `train`, evaluating on `eval`; with `resume`, continues from the newest checkpoint of the
     /// run folder and ends with exactly the weights an uninterrupted run would have.
+    ///
+    /// Inside a data-parallel job ([`crate::dist::group`]) every rank calls this with the same loaders: each trains
+    /// on its shard of every global batch (`batch_size × world × grad_accum` examples per step), gradients are
+    /// averaged across ranks before each optimizer step, and rank 0 alone evaluates, writes the run folder and
+    /// shows progress.
     pub fn fit<M, D, E>(
         &self,
         model: &mut M,
@@ -93,16 +117,101 @@ impl Trainer {
         D: Dataset<Batch = M::Batch>,
         E: Dataset<Batch = M::Batch>,
     {
+        crate::device::set_threads(self.config.threads);
+        let dist = crate::dist::group();
+        let sharded;
+        let train = match &dist {
+            Some(g) => {
+                sharded = train.sharded(g.rank(), g.world_size());
+                &sharded
+            }
+            None => train,
+        };
+        let mut plan = self.plan(model, train)?;
+        let mut state = TrainerState {
+            step: 0,
+            epoch: 0,
+            batch_in_epoch: 0,
+            samples_seen: 0,
+            best: BestTracker::new(
+                self.config.mode(),
+                self.config.early_stopping.as_ref().map_or(0.0, |e| e.min_delta),
+            ),
+            finished: false,
+            world_size: plan.world,
+        };
+        let resumed_from = if resume { self.restore(model, plan.optimizer.as_mut(), &mut state)? } else { None };
+        if let Some(g) = &dist {
+            // As DDP's constructor: every rank starts from rank 0's weights and buffers.
+            let mut vars: Vec<(String, tch::Tensor)> = model.var_store().variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut tensors: Vec<tch::Tensor> = vars.into_iter().map(|(_, t)| t).collect();
+            tch::no_grad(|| g.broadcast(&mut tensors, 0)).context("sharing rank 0's initial weights")?;
+            self.say(format!(
+                "data parallel: {} processes, global batch {} ({} per rank × {} × accumulation {})",
+                plan.world,
+                train.config().batch_size * plan.world * self.config.grad_accum,
+                train.config().batch_size,
+                plan.world,
+                self.config.grad_accum
+            ));
+        }
+        self.say(format!(
+            "trainable parameters: {} of {} ({:.2} %); {} steps/epoch, {} steps",
+            plan.trainable,
+            plan.total,
+            100.0 * plan.trainable as f64 / plan.total.max(1) as f64,
+            plan.steps_per_epoch,
+            plan.total_steps
+        ));
+        let mut summary = FitSummary {
+            steps: state.step,
+            resumed_from,
+            stopped_early: false,
+            best: state.best.best.zip(state.best.best_step),
+            last_eval: None,
+            last_train_loss: None,
+            samples_per_sec: 0.0,
+            elapsed_s: 0.0,
+            trainable_params: plan.trainable,
+            total_params: plan.total,
+        };
+        if state.finished {
+            self.say("this run had already finished".to_string());
+            return Ok(summary);
+        }
+        let started = Instant::now();
+        let process_samples = self.train_loop(model, train, eval, &mut plan, &mut state, &mut summary)?;
+        self.finish(model, eval, &mut plan, &mut state, &mut summary)?;
+        if let Some(g) = &dist {
+            // Nobody leaves while rank 0 still writes the final model (its store serves the others).
+            g.barrier().context("waiting for rank 0 to write the final model")?;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        summary.steps = state.step;
+        summary.best = state.best.best.zip(state.best.best_step);
+        summary.elapsed_s = elapsed;
+        summary.samples_per_sec = process_samples as f64 / elapsed.max(1e-9);
+        Ok(summary)
+    }
+
+    /// Phase 1: parameter groups, optimizer, schedule and step counts.
+    fn plan<M: TrainModel, D: Dataset<Batch = M::Batch>>(&self, model: &M, train: &DataLoader<D>) -> Result<Plan> {
         let cfg = &self.config;
-        crate::device::set_threads(cfg.threads);
         let groups = param_groups(model.var_store(), &self.rules, cfg.weight_decay);
         let trainable: i64 = groups.iter().flat_map(|g| &g.params).map(|(_, t)| t.numel() as i64).sum();
         let total: i64 = model.var_store().variables().values().map(|t| t.numel() as i64).sum();
         if trainable == 0 {
             bail!("the model has no trainable parameters: check the tuning strategy");
         }
-        let mut optimizer = cfg.optimizer.build(groups);
-
+        // Only trainable parameters are reduced across ranks (frozen ones, PEFT's base weights, never change).
+        let dist = crate::dist::group();
+        let sync = dist.as_ref().map(|_| {
+            let params: Vec<tch::Tensor> =
+                groups.iter().flat_map(|g| &g.params).map(|(_, t)| t.shallow_clone()).collect();
+            GradSync::new(params, DEFAULT_BUCKET_BYTES)
+        });
+        let optimizer = cfg.optimizer.build(groups);
         let batches = train.batches_per_epoch();
         if batches == 0 {
             bail!(
@@ -119,64 +228,96 @@ impl Trainer {
         let epochs = if cfg.epochs == 0 { total_steps.div_ceil(steps_per_epoch) } else { cfg.epochs };
         let schedule =
             Schedule::new(cfg.schedule.kind, total_steps, cfg.schedule.warmup_steps, cfg.schedule.warmup_ratio);
-        let min_delta = cfg.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
+        let autocast = use_autocast(cfg.precision, model.var_store().device())?;
+        Ok(Plan {
+            optimizer,
+            schedule,
+            batches,
+            steps_per_epoch,
+            total_steps,
+            epochs,
+            trainable,
+            total,
+            autocast,
+            world: dist.as_ref().map_or(1, |g| g.world_size()),
+            rank: dist.as_ref().map_or(0, |g| g.rank()),
+            sync,
+            dist,
+            last_eval_step: None,
+        })
+    }
 
-        let mut state = TrainerState {
-            step: 0,
-            epoch: 0,
-            batch_in_epoch: 0,
-            samples_seen: 0,
-            best: BestTracker::new(cfg.mode(), min_delta),
-            finished: false,
+    /// Phase 2 (with `--resume`): the newest checkpoint's weights, optimizer state and loop position.
+    fn restore<M: TrainModel>(
+        &self,
+        model: &mut M,
+        optimizer: &mut dyn Optimizer,
+        state: &mut TrainerState,
+    ) -> Result<Option<usize>> {
+        let Some(ck) = latest_checkpoint(&self.run.checkpoints_dir())? else {
+            self.say("no checkpoint to resume from: starting from the beginning".to_string());
+            return Ok(None);
         };
-        let mut resumed_from = None;
-        if resume {
-            if let Some(ck) = latest_checkpoint(&self.run.checkpoints_dir())? {
-                state = ck.state()?;
-                ck.load_model(model.var_store())?;
-                optimizer
-                    .load_state_tensors(ck.optimizer_tensors()?)
-                    .with_context(|| format!("{}", ck.dir.display()))?;
-                resumed_from = Some(state.step);
-                self.run.truncate_metrics_after(state.step as u64)?;
-                self.say(format!("resumed from {} (step {}, epoch {})", ck.dir.display(), state.step, state.epoch + 1));
-            } else {
-                self.say("no checkpoint to resume from: starting from the beginning".to_string());
+        let saved = ck.state()?;
+        if saved.world_size != state.world_size {
+            let per_step = |w: usize| self.config.batch_size * w * self.config.grad_accum;
+            bail!(
+                "cannot resume {}: it was trained by {} process(es) and this run has {}. Another world size changes \
+                 the global batch ({} → {} examples per step) and how each epoch's examples are split among ranks, so \
+                 the run would not continue as it began. Resume with {} process(es) (torchrun --nproc-per-node {} or \
+                 --nproc {})",
+                ck.dir.display(),
+                saved.world_size,
+                state.world_size,
+                per_step(saved.world_size),
+                per_step(state.world_size),
+                saved.world_size,
+                saved.world_size,
+                saved.world_size
+            );
+        }
+        *state = saved;
+        ck.load_model(model.var_store())?;
+        optimizer.load_state_tensors(ck.optimizer_tensors()?).with_context(|| format!("{}", ck.dir.display()))?;
+        self.run.truncate_metrics_after(state.step as u64)?;
+        self.say(format!("resumed from {} (step {}, epoch {})", ck.dir.display(), state.step, state.epoch + 1));
+        Ok(Some(state.step))
+    }
+
+    /// Phase 3: the optimizer steps, with evaluation, best-model tracking and checkpoints on the way. Returns the
+    /// examples this process trained on.
+    fn train_loop<M, D, E>(
+        &self,
+        model: &mut M,
+        train: &DataLoader<D>,
+        eval: Option<&DataLoader<E>>,
+        plan: &mut Plan,
+        state: &mut TrainerState,
+        summary: &mut FitSummary,
+    ) -> Result<u64>
+    where
+        M: TrainModel,
+        D: Dataset<Batch = M::Batch>,
+        E: Dataset<Batch = M::Batch>,
+    {
+        let cfg = &self.config;
+        let main = plan.rank == 0;
+        let mut log = if main { Some(self.run.metrics_log()?) } else { None };
+        let view = (!self.quiet && main).then(|| ProgressView::new(plan.total_steps, state.step));
+        let finish_view = || {
+            if let Some(v) = &view {
+                v.finish();
             }
-        }
-        self.say(format!(
-            "trainable parameters: {trainable} of {total} ({:.2} %); {steps_per_epoch} steps/epoch, {total_steps} steps",
-            100.0 * trainable as f64 / total.max(1) as f64
-        ));
-        let mut summary = FitSummary {
-            steps: state.step,
-            resumed_from,
-            stopped_early: false,
-            best: state.best.best.zip(state.best.best_step),
-            last_eval: None,
-            last_train_loss: None,
-            samples_per_sec: 0.0,
-            elapsed_s: 0.0,
-            trainable_params: trainable,
-            total_params: total,
         };
-        if state.finished {
-            self.say("this run had already finished".to_string());
-            return Ok(summary);
-        }
-
-        let mut log = self.run.metrics_log()?;
-        let view = (!self.quiet).then(|| ProgressView::new(total_steps, state.step));
         let started = Instant::now();
         let mut window_loss = 0.0;
         let mut window_steps = 0usize;
         let mut window_samples = 0u64;
         let mut window_start = Instant::now();
         let mut process_samples = 0u64;
-        let mut last_eval_step = None;
-        let autocast = use_autocast(cfg.precision, model.var_store().device())?;
+        let batches = plan.batches;
 
-        'epochs: for epoch in state.epoch..epochs {
+        'epochs: for epoch in state.epoch..plan.epochs {
             let start = if epoch == state.epoch { state.batch_in_epoch } else { 0 };
             let iter = train.iter_epoch(epoch, start);
             let mut step_loss = 0.0;
@@ -186,41 +327,51 @@ impl Trainer {
                 let batch = batch.with_context(|| format!("loading training batch {b} of epoch {}", epoch + 1))?;
                 let window_start_b = b - b % cfg.grad_accum;
                 let window_len = cfg.grad_accum.min(batches - window_start_b);
-                tch::manual_seed(
-                    mix_seed(&[cfg.seed, 0x5354_4550, state.step as u64, (b - window_start_b) as u64]) as i64
-                );
+                // Each rank draws its own dropout masks; a single process keeps the seeds of earlier versions.
+                let mut seed = vec![cfg.seed, 0x5354_4550, state.step as u64, (b - window_start_b) as u64];
+                if plan.world > 1 {
+                    seed.push(plan.rank as u64);
+                }
+                tch::manual_seed(mix_seed(&seed) as i64);
                 let n = model.batch_len(&batch);
-                let loss = crate::device::maybe_autocast(autocast, || model.loss(&batch, true))?;
+                let loss = crate::device::maybe_autocast(plan.autocast, || model.loss(&batch, true))?;
                 let value = loss.double_value(&[]);
-                if !value.is_finite() {
-                    if let Some(v) = &view {
-                        v.finish();
-                    }
+                // Under data parallelism the loss travels with the gradients, so every rank stops together.
+                if !value.is_finite() && plan.sync.is_none() {
+                    finish_view();
                     return Err(self.nan_error(value, state.step, epoch, b));
                 }
                 (loss / window_len as f64).backward();
                 step_loss += value / window_len as f64;
                 micro_in_window += 1;
-                state.samples_seen += n as u64;
+                state.samples_seen += (n * plan.world) as u64;
                 process_samples += n as u64;
-                window_samples += n as u64;
+                window_samples += (n * plan.world) as u64;
                 b += 1;
                 if micro_in_window < window_len {
                     continue;
                 }
                 micro_in_window = 0;
+                if let (Some(sync), Some(g)) = (&plan.sync, &plan.dist) {
+                    g.set_step(state.step as u64);
+                    step_loss = sync.average(g, step_loss).with_context(|| {
+                        format!("averaging the gradients of step {} across {} processes", state.step + 1, plan.world)
+                    })?;
+                    if !step_loss.is_finite() {
+                        finish_view();
+                        return Err(self.nan_error(step_loss, state.step, epoch, b - 1));
+                    }
+                }
                 if let Some(max_norm) = cfg.clip_grad_norm {
-                    let norm = clip_grad_norm(optimizer.groups(), max_norm);
+                    let norm = clip_grad_norm(plan.optimizer.groups(), max_norm);
                     if !norm.is_finite() {
-                        if let Some(v) = &view {
-                            v.finish();
-                        }
+                        finish_view();
                         return Err(self.nan_error(norm, state.step, epoch, b - 1));
                     }
                 }
-                let lr = cfg.lr * schedule.factor(state.step);
-                optimizer.step(lr);
-                optimizer.zero_grad();
+                let lr = cfg.lr * plan.schedule.factor(state.step);
+                plan.optimizer.step(lr);
+                plan.optimizer.zero_grad();
                 state.step += 1;
                 state.epoch = epoch;
                 state.batch_in_epoch = b;
@@ -233,16 +384,18 @@ impl Trainer {
                 if let Some(v) = &view {
                     v.step(state.step, epoch, window_loss / window_steps as f64, lr, rate);
                 }
-                if state.step.is_multiple_of(cfg.log_steps) || state.step == total_steps {
+                if state.step.is_multiple_of(cfg.log_steps) || state.step == plan.total_steps {
                     let loss = window_loss / window_steps as f64;
-                    log.append(&MetricRecord::Train(TrainRecord {
-                        step: state.step as u64,
-                        epoch: epoch as u64,
-                        loss,
-                        lr,
-                        samples_per_sec: rate,
-                        elapsed_s: started.elapsed().as_secs_f64(),
-                    }))?;
+                    if let Some(log) = log.as_mut() {
+                        log.append(&MetricRecord::Train(TrainRecord {
+                            step: state.step as u64,
+                            epoch: epoch as u64,
+                            loss,
+                            lr,
+                            samples_per_sec: rate,
+                            elapsed_s: started.elapsed().as_secs_f64(),
+                        }))?;
+                    }
                     summary.last_train_loss = Some(loss);
                     (window_loss, window_steps, window_samples, window_start) = (0.0, 0, 0, Instant::now());
                 }
@@ -252,17 +405,20 @@ impl Trainer {
                     state.epoch = epoch + 1;
                     state.batch_in_epoch = 0;
                 }
-                let last = state.step >= total_steps;
+                let last = state.step >= plan.total_steps;
                 let eval_now = match cfg.eval_steps {
                     Some(n) => state.step.is_multiple_of(n) || last,
                     None => epoch_end || last,
                 };
                 let mut stop = false;
                 if let (true, Some(eval)) = (eval_now, eval) {
-                    let metrics = self.evaluate(model, eval, autocast)?;
-                    stop = self.after_eval(model, &mut state, &metrics, &mut log, view.as_ref(), epoch)?;
-                    last_eval_step = Some(state.step);
-                    summary.last_eval = Some(metrics);
+                    if let Some(log) = log.as_mut() {
+                        let metrics = self.evaluate(model, eval, plan.autocast)?;
+                        stop = self.after_eval(model, state, &metrics, log, view.as_ref(), epoch)?;
+                        summary.last_eval = Some(metrics);
+                    }
+                    stop = self.agree(plan, stop)?;
+                    plan.last_eval_step = Some(state.step);
                 }
                 let save_now = match cfg.save_steps {
                     Some(n) => state.step.is_multiple_of(n),
@@ -270,7 +426,9 @@ impl Trainer {
                 };
                 if save_now || last || stop {
                     state.finished = last || stop;
-                    self.checkpoint(model, optimizer.as_ref(), &state)?;
+                    if main {
+                        self.checkpoint(model, plan.optimizer.as_ref(), state)?;
+                    }
                 }
                 if stop {
                     summary.stopped_early = true;
@@ -280,25 +438,50 @@ impl Trainer {
                     break 'epochs;
                 }
                 if self.interrupt_after == Some(state.step) {
-                    if let Some(v) = &view {
-                        v.finish();
-                    }
+                    finish_view();
                     bail!("interrupted after step {} (test hook)", state.step);
                 }
             }
         }
-        if let Some(v) = &view {
-            v.finish();
+        finish_view();
+        Ok(process_samples)
+    }
+
+    /// Rank 0's early-stopping decision, on every rank.
+    fn agree(&self, plan: &Plan, stop: bool) -> Result<bool> {
+        let Some(g) = &plan.dist else { return Ok(stop) };
+        let mut flag = [tch::Tensor::from_slice(&[u8::from(stop)])];
+        g.broadcast(&mut flag, 0).context("waiting for rank 0's evaluation")?;
+        Ok(flag[0].int64_value(&[0]) != 0)
+    }
+
+    /// Phase 4: a last evaluation if the loop did not end with one, the final checkpoint, `final/` (and `best/`
+    /// without evaluation) and the curves. Rank 0 only under data parallelism.
+    fn finish<M, E>(
+        &self,
+        model: &mut M,
+        eval: Option<&DataLoader<E>>,
+        plan: &mut Plan,
+        state: &mut TrainerState,
+        summary: &mut FitSummary,
+    ) -> Result<()>
+    where
+        M: TrainModel,
+        E: Dataset<Batch = M::Batch>,
+    {
+        if plan.rank != 0 {
+            return Ok(());
         }
-        if let (Some(eval), false) = (eval, last_eval_step == Some(state.step)) {
-            let metrics = self.evaluate(model, eval, autocast)?;
+        if let (Some(eval), false) = (eval, plan.last_eval_step == Some(state.step)) {
+            let metrics = self.evaluate(model, eval, plan.autocast)?;
             let epoch = state.epoch.saturating_sub(1);
-            self.after_eval(model, &mut state, &metrics, &mut log, None, epoch)?;
+            let mut log = self.run.metrics_log()?;
+            self.after_eval(model, state, &metrics, &mut log, None, epoch)?;
             summary.last_eval = Some(metrics);
         }
         if !state.finished {
             state.finished = true;
-            self.checkpoint(model, optimizer.as_ref(), &state)?;
+            self.checkpoint(model, plan.optimizer.as_ref(), state)?;
         }
         self.save_model_dir(model, &self.run.final_dir())?;
         if eval.is_none() {
@@ -309,12 +492,7 @@ impl Trainer {
         if let Err(e) = runs::plot_curves(&records, &self.run.curves_path()) {
             self.say(format!("warning: could not draw {}: {e:#}", self.run.curves_path().display()));
         }
-        let elapsed = started.elapsed().as_secs_f64();
-        summary.steps = state.step;
-        summary.best = state.best.best.zip(state.best.best_step);
-        summary.elapsed_s = elapsed;
-        summary.samples_per_sec = process_samples as f64 / elapsed.max(1e-9);
-        Ok(summary)
+        Ok(())
     }
 
     fn evaluate<M: TrainModel, E: Dataset<Batch = M::Batch>>(
@@ -410,7 +588,7 @@ impl Trainer {
     }
 
     fn say(&self, line: String) {
-        if !self.quiet {
+        if !self.quiet && crate::dist::is_main() {
             eprintln!("{line}");
         }
     }
