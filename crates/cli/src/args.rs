@@ -39,6 +39,20 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Talk with a language model on the terminal (/reset starts over, /exit or end of input quits).
     Chat(ChatArgs),
+    /// Check a data-parallel launch: join the process group that torchrun (or RANK/WORLD_SIZE/MASTER_ADDR/
+    /// MASTER_PORT) describes, all-reduce and broadcast a tensor, and print what each rank got.
+    DistCheck(DistCheckArgs),
+}
+
+/// `suite dist-check`.
+#[derive(Debug, Args)]
+pub struct DistCheckArgs {
+    /// Seconds to wait for the other ranks.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Let `--nproc N` local workers run the check (as `suite finetune --nproc`).
+    #[arg(long)]
+    pub nproc: Option<usize>,
 }
 
 /// A domain.
@@ -115,6 +129,10 @@ pub struct FinetuneArgs {
     /// Skip unreadable images (listed in the run report) instead of failing.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Keep every batch norm's pretrained statistics, also in the stages that train (vision; their affine weights
+    /// still train). A data-parallel run then matches one process with the same global batch.
+    #[arg(long)]
+    pub freeze_bn: bool,
     /// Text settings.
     #[command(flatten)]
     pub text: TextArgs,

@@ -50,7 +50,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
 }
 
 /// `--nproc N`: runs this same command line in N local worker processes and exits as they do.
-fn launch(nproc: usize) -> Result<()> {
+pub(crate) fn launch(nproc: usize) -> Result<()> {
     let mut args: Vec<OsString> = Vec::new();
     let mut it = std::env::args_os().skip(1);
     while let Some(a) = it.next() {
@@ -148,6 +148,7 @@ fn resolve(args: &FinetuneArgs, main: bool) -> Result<(JobFile, PathBuf, bool)> 
             };
         }
         v.skip_bad |= args.skip_bad;
+        v.freeze_bn |= args.freeze_bn;
     }
     if let Some(s) = job.speech.as_mut() {
         apply_speech_flags(args, s)?;
@@ -166,6 +167,9 @@ fn resolve(args: &FinetuneArgs, main: bool) -> Result<(JobFile, PathBuf, bool)> 
         }
     } else if args.text.task.is_some() && args.domain == Domain::Vision {
         bail!("--task applies to text and speech jobs");
+    }
+    if args.freeze_bn && job.vision.is_none() {
+        bail!("--freeze-bn applies to vision jobs (batch norms)");
     }
     if let Some(v) = job.vision.as_mut() {
         // The run records absolute paths, so `suite eval` and `--resume` work from any folder.

@@ -3,6 +3,7 @@
 mod bench;
 mod chat;
 mod data;
+mod dist_check;
 mod eval;
 mod export;
 mod finetune;
@@ -31,5 +32,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
+        Command::DistCheck(a) => dist_check::run(a),
     }
 }

@@ -90,6 +90,10 @@ pub struct VisionConfig {
     pub tune: Tune,
     /// Learning-rate multiplier of the trained backbone stages relative to the head.
     pub backbone_lr_mult: f64,
+    /// Keep every batch norm in eval mode with its pretrained statistics, also in the trained stages (whose
+    /// affine weights still train), as detection fine-tuning's frozen batch norm. Small per-device batches then
+    /// cannot skew the statistics, and a data-parallel run matches a single process with the same global batch.
+    pub freeze_bn: bool,
     /// Label smoothing of the cross-entropy.
     pub label_smoothing: f64,
     /// Training-time augmentation.
@@ -117,6 +121,7 @@ impl Default for VisionConfig {
             val_split: 0.1,
             tune: Tune::Head,
             backbone_lr_mult: 0.1,
+            freeze_bn: false,
             label_smoothing: 0.0,
             augment: Augment::Light,
             mixup: 0.0,

@@ -122,12 +122,12 @@ pub fn prepare(
     };
     let (rules, peft_state) = if with_peft {
         // The backbone is frozen (batch norms included) and the method decides what else trains.
-        let rules = apply_tune(&vs, model.as_mut(), Tune::Head, cfg.backbone_lr_mult)?;
+        let rules = apply_tune(&vs, model.as_mut(), Tune::Head, cfg.backbone_lr_mult, true)?;
         let report = apply_vision_peft(&mut vs, spec, model.as_mut(), peft)?;
         let base_weights = cfg.weights.clone().unwrap_or_else(|| weights_from.clone());
         (rules, Some(VisionPeft { config: peft.clone(), base_weights, base_checksum: report.base_checksum }))
     } else {
-        (apply_tune(&vs, model.as_mut(), cfg.tune, cfg.backbone_lr_mult)?, None)
+        (apply_tune(&vs, model.as_mut(), cfg.tune, cfg.backbone_lr_mult, cfg.freeze_bn)?, None)
     };
 
     let mut preprocess = spec.preprocess;

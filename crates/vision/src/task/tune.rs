@@ -6,12 +6,14 @@ use super::config::Tune;
 use crate::models::{has_prefix, set_batch_norms_frozen, ImageClassifier};
 
 /// Freezes what `tune` leaves out (no gradient; batch norms in eval mode) and returns the learning-rate rules: the
-/// head at the full rate, trained backbone stages at `backbone_lr_mult` times it.
+/// head at the full rate, trained backbone stages at `backbone_lr_mult` times it. With `freeze_bn` the batch norms
+/// of the trained stages keep their statistics too.
 pub fn apply_tune(
     vs: &VarStore,
     model: &mut dyn ImageClassifier,
     tune: Tune,
     backbone_lr_mult: f64,
+    freeze_bn: bool,
 ) -> Result<Vec<GroupRule>> {
     let head = model.head_prefix().to_string();
     let trained: Vec<String> = match tune {
@@ -40,8 +42,10 @@ pub fn apply_tune(
     }
     // Batch norms outside the trained part keep their pretrained statistics.
     set_batch_norms_frozen(&mut *model, &[""], true);
-    let trained_refs: Vec<&str> = trained.iter().map(String::as_str).collect();
-    set_batch_norms_frozen(&mut *model, &trained_refs, false);
+    if !freeze_bn {
+        let trained_refs: Vec<&str> = trained.iter().map(String::as_str).collect();
+        set_batch_norms_frozen(&mut *model, &trained_refs, false);
+    }
     Ok(vec![
         GroupRule { prefix: format!("{head}."), lr_mult: 1.0 },
         GroupRule { prefix: String::new(), lr_mult: backbone_lr_mult },
