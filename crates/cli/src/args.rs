@@ -331,6 +331,9 @@ pub struct TrainArgs {
     /// `auto`, `fp32` or `bf16`.
     #[arg(long)]
     pub precision: Option<PrecisionName>,
+    /// Log the training loss (and throughput) every N optimizer steps.
+    #[arg(long)]
+    pub log_steps: Option<usize>,
     /// Data parallel: seconds a rank waits for the others in a collective before the run fails naming the rank it
     /// lost (default 1800; it must outlast rank 0's evaluation and checkpoint writes).
     #[arg(long)]
@@ -364,7 +367,7 @@ impl TrainArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { cfg.$f = v; } )* };
         }
-        set!(epochs, batch_size, grad_accum, lr, weight_decay, metric, seed, device, threads, workers);
+        set!(epochs, batch_size, grad_accum, lr, weight_decay, metric, seed, device, threads, workers, log_steps);
         if let Some(t) = self.dist_timeout {
             cfg.dist_timeout_s = t;
         }
@@ -577,7 +580,8 @@ pub struct TranscribeArgs {
 /// `suite bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Benchmark: `resnet50-step`, `head-only`, `minilm-step`, `whisper-step`, `sft-step`, `generate` or `serve`.
+    /// Benchmark: `resnet50-step`, `head-only`, `minilm-step`, `whisper-step`, `sft-step`, `generate`, `serve` or
+    /// `ddp`.
     pub name: String,
     /// Timed iterations (default 10; whisper-step 3, sft-step and generate 5, whose steps take seconds on a CPU).
     #[arg(long)]

@@ -87,22 +87,22 @@ int suite_dist_init(const char* addr, int port, int rank, int world, int host_st
 
 void suite_dist_free(void* g) { delete static_cast<Group*>(g); }
 
-// Sums each tensor across ranks in place (one coalesced collective; tensors are contiguous CPU buffers).
+// Sums each tensor across ranks in place: one collective per tensor (a gradient bucket), all in flight at once so
+// Gloo's worker threads overlap them, then waits for all.
 int suite_dist_allreduce_sum(void* g, void** ptrs, int n, char* err, int err_len) {
   return guarded(err, err_len, [&] {
     auto ts = tensors(ptrs, n);
     auto* group = static_cast<Group*>(g);
-    c10d::AllreduceCoalescedOptions opts;
-    opts.reduceOp = c10d::ReduceOp::SUM;
-    opts.timeout = group->timeout;
-    if (ts.size() == 1) {
-      c10d::AllreduceOptions one;
-      one.reduceOp = c10d::ReduceOp::SUM;
-      one.timeout = group->timeout;
-      group->backend->allreduce(ts, one)->wait(group->timeout);
-    } else {
-      group->backend->allreduce_coalesced(ts, opts)->wait(group->timeout);
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    works.reserve(ts.size());
+    for (auto& t : ts) {
+      std::vector<at::Tensor> one{t};
+      c10d::AllreduceOptions opts;
+      opts.reduceOp = c10d::ReduceOp::SUM;
+      opts.timeout = group->timeout;
+      works.push_back(group->backend->allreduce(one, opts));
     }
+    for (auto& w : works) w->wait(group->timeout);
   });
 }
 

@@ -17,6 +17,7 @@
 //!   transformers (+ peft); see [`lm`].
 //! - `serve`: `suite serve` against FastAPI + uvicorn (text, vision) and faster-whisper (speech); see
 //!   [`serve`].
+//! - `ddp`: data-parallel fine-tuning in 1 and 2 processes against PyTorch DDP under torchrun; see [`ddp`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -34,6 +35,8 @@ use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 
 use crate::args::BenchArgs;
 
+#[path = "bench_ddp.rs"]
+mod ddp;
 #[path = "bench_lm.rs"]
 mod lm;
 #[path = "bench_serve.rs"]
@@ -46,7 +49,7 @@ const WHISPER_STEP_PY: &str = include_str!("../../bench/whisper_step.py");
 
 /// The benchmarks `suite bench` runs.
 const BENCHMARKS: &[&str] =
-    &["resnet50-step", "head-only", "minilm-step", "whisper-step", "sft-step", "generate", "serve"];
+    &["resnet50-step", "head-only", "minilm-step", "whisper-step", "sft-step", "generate", "serve", "ddp"];
 
 const RESNET_BATCH: i64 = 8;
 const RESNET_CLASSES: i64 = 10;
@@ -111,6 +114,9 @@ struct Report {
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.name == "serve" {
         return serve::run(&args);
+    }
+    if args.name == "ddp" {
+        return ddp::run(&args);
     }
     let iters = args.iters.unwrap_or(match args.name.as_str() {
         "whisper-step" => 3,

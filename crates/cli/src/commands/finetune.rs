@@ -29,7 +29,14 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         }
     }
     let main = env.as_ref().is_none_or(|e| e.rank == 0);
-    let (job, out, resume) = resolve(&args, main)?;
+    let (mut job, out, resume) = resolve(&args, main)?;
+    if let Some(e) = &env {
+        // As torchrun's convention: each process of a machine takes the GPU of its local rank.
+        let d = job.train.device.as_str();
+        if (d == "cuda" || d == "auto") && tch::Cuda::is_available() {
+            job.train.device = format!("cuda:{}", e.local_rank);
+        }
+    }
     let out = match env {
         Some(e) => match dist::init(&e, Duration::from_secs(job.train.dist_timeout_s))? {
             // Every rank writes into (and resumes from) the folder rank 0 chose.

@@ -1,5 +1,6 @@
 //! Gradient averaging across ranks in buckets, as DDP's Reducer: trainable gradients are flattened into buckets of
-//! about 25 MB, each bucket is summed across ranks in one collective and divided by the world size.
+//! about 25 MB, every bucket's all-reduce is in flight at once (Gloo's worker threads overlap them), then each is
+//! divided by the world size and copied back. Unlike the Reducer this starts after the backward pass, not during it.
 
 use anyhow::Result;
 use tch::{Kind, Tensor};
@@ -73,8 +74,9 @@ impl GradSync {
         let counts: Vec<f64> = Vec::<f64>::try_from(&flat[0].to_device(tch::Device::Cpu).to_kind(Kind::Double))?;
         debug_assert_eq!(counts.len(), self.params + 1);
         let mut i = 0usize;
-        for (bucket, sum) in self.buckets.iter().zip(&flat[1..]) {
-            let mean = sum / world;
+        for (bucket, sum) in self.buckets.iter().zip(flat[1..].iter_mut()) {
+            let _ = sum.g_div_scalar_(world);
+            let mean = &*sum;
             let mut offset = 0i64;
             for p in bucket {
                 let n = p.numel() as i64;

@@ -97,7 +97,7 @@ impl ProcessGroup {
         self.step.store(step, Ordering::Relaxed);
     }
 
-    /// Sums `tensors` elementwise across ranks, in place (one coalesced collective).
+    /// Sums each of `tensors` elementwise across ranks, in place (one collective per tensor, all in flight at once).
     pub fn all_reduce_sum(&self, tensors: &mut [Tensor]) -> Result<()> {
         self.collective("all-reduce", || self.handle.all_reduce_sum(tensors))
     }
