@@ -31,7 +31,7 @@ pub struct FitSummary {
     pub last_eval: Option<Metrics>,
     /// Mean training loss over the last logging window.
     pub last_train_loss: Option<f64>,
-    /// Training throughput of this process, in examples per second.
+    /// Training throughput of the job (every data-parallel rank together), in examples per second.
     pub samples_per_sec: f64,
     /// Wall time of this process's training, in seconds.
     pub elapsed_s: f64,
@@ -191,7 +191,7 @@ impl Trainer {
         summary.steps = state.step;
         summary.best = state.best.best.zip(state.best.best_step);
         summary.elapsed_s = elapsed;
-        summary.samples_per_sec = process_samples as f64 / elapsed.max(1e-9);
+        summary.samples_per_sec = (process_samples * plan.world as u64) as f64 / elapsed.max(1e-9);
         Ok(summary)
     }
 

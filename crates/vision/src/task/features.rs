@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use suite_core::data::{DataLoader, Dataset, LoaderConfig, SampleRng};
+use suite_core::data::{BatchSampler, DataLoader, Dataset, LoaderConfig, SampleRng, Sequential};
 use tch::{Device, Tensor};
 
 use crate::data::{ImageBatch, ImageDataset};
@@ -31,8 +31,18 @@ impl FeatureDataset {
         upto: Option<usize>,
         what: &str,
     ) -> Result<Self> {
-        let loader = DataLoader::sequential(images, loader.clone());
-        let total = loader.dataset().len() as u64;
+        let n = images.len();
+        // Under data parallelism each rank runs the backbone over its own slice of the examples and the slices are
+        // summed into every rank's copy (the other rows are zero), instead of every rank computing everything.
+        let group = suite_core::dist::group().filter(|g| n >= g.world_size());
+        let (start, end) = match &group {
+            Some(g) => (n * g.rank() / g.world_size(), n * (g.rank() + 1) / g.world_size()),
+            None => (0, n),
+        };
+        let sampler: Arc<dyn BatchSampler> =
+            if group.is_some() { Arc::new(Slice { start, end }) } else { Arc::new(Sequential) };
+        let loader = DataLoader::new(images, sampler, LoaderConfig { drop_last: false, ..loader.clone() });
+        let total = (end - start) as u64;
         let bar = ProgressBar::new(total);
         bar.set_style(
             ProgressStyle::with_template("{prefix:>16} [{bar:30.green/blue}] {pos}/{len} images  {per_sec}  ETA {eta}")
@@ -40,6 +50,9 @@ impl FeatureDataset {
                 .progress_chars("=> "),
         );
         bar.set_prefix(format!("features ({what})"));
+        if !suite_core::dist::is_main() {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
         let (mut feats, mut labels) = (Vec::new(), Vec::new());
         for batch in loader.iter_epoch(0, 0) {
             let batch = batch?;
@@ -53,17 +66,44 @@ impl FeatureDataset {
             labels.push(batch.labels);
         }
         bar.finish_and_clear();
-        let features = Tensor::cat(&feats, 0).to_kind(tch::Kind::Float);
+        let mut features = Tensor::cat(&feats, 0).to_kind(tch::Kind::Float);
+        let mut labels = Tensor::cat(&labels, 0);
+        if let Some(g) = &group {
+            let mut shape = features.size();
+            shape[0] = n as i64;
+            let mut all = [
+                Tensor::zeros(shape.as_slice(), (tch::Kind::Float, Device::Cpu)),
+                Tensor::zeros([n as i64], (tch::Kind::Int64, Device::Cpu)),
+            ];
+            all[0].narrow(0, start as i64, (end - start) as i64).copy_(&features);
+            all[1].narrow(0, start as i64, (end - start) as i64).copy_(&labels);
+            g.all_reduce_sum(&mut all)
+                .map_err(|e| anyhow::anyhow!("sharing the {what} features across ranks: {e:#}"))?;
+            let [f, l] = all;
+            (features, labels) = (f, l);
+        }
         let shape = features.size()[1..].to_vec();
         let dim = shape.iter().product::<i64>() as usize;
         let features = Vec::<f32>::try_from(features.view([-1]))?;
-        let labels = Vec::<i64>::try_from(Tensor::cat(&labels, 0))?;
+        let labels = Vec::<i64>::try_from(labels)?;
         Ok(Self { features, labels, shape, dim })
     }
 
     /// Number of values per item.
     pub fn dim(&self) -> usize {
         self.dim
+    }
+}
+
+/// The examples `start..end` in order: one rank's share of the feature computation.
+struct Slice {
+    start: usize,
+    end: usize,
+}
+
+impl BatchSampler for Slice {
+    fn batches(&self, _len: usize, batch_size: usize, _drop_last: bool, _seed: u64, _epoch: usize) -> Vec<Vec<usize>> {
+        (self.start..self.end).collect::<Vec<_>>().chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
     }
 }
 
