@@ -20,6 +20,14 @@ use common::*;
 /// another order, so only float rounding differs.
 const TOL: f64 = 1e-5;
 
+/// Flags of every run: one libtorch thread and one loader worker per process, seed 0, CPU.
+const COMMON: &str = "--threads 1 --workers 1 --seed 0 --device cpu";
+
+/// Whitespace-separated words as arguments.
+fn argv(words: &str) -> Vec<String> {
+    words.split_whitespace().map(String::from).collect()
+}
+
 /// A free TCP port for a rendezvous store.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -84,35 +92,9 @@ fn text_args(dir: &Path, batch: usize, steps: usize, out: &Path, more: &[&str]) 
     if !train.exists() {
         text_data(dir);
     }
-    let mut a: Vec<String> = [
-        "finetune",
-        "text",
-        "--model",
-        s(&model),
-        "--data",
-        s(&train),
-        "--val-data",
-        s(&val),
-        "--max-len",
-        "32",
-        "--threads",
-        "1",
-        "--workers",
-        "1",
-        "--seed",
-        "0",
-        "--device",
-        "cpu",
-        "--lr",
-        "1e-4",
-        "--out",
-        s(out),
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
+    let mut a = argv(&format!("finetune text {COMMON} --max-len 32 --lr 1e-4 --epochs 20"));
+    a.extend(["--model", s(&model), "--data", s(&train), "--val-data", s(&val), "--out", s(out)].map(String::from));
     a.extend(["--batch-size".into(), batch.to_string(), "--max-steps".into(), steps.to_string()]);
-    a.extend(["--epochs".into(), "20".into()]);
     a.extend(more.iter().map(|x| x.to_string()));
     a
 }
@@ -219,41 +201,9 @@ fn vision_data(dir: &Path) -> PathBuf {
 }
 
 fn vision_args(data: &Path, tune: &str, batch: usize, out: &Path, more: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "finetune",
-        "vision",
-        "--model",
-        "resnet18",
-        "--init",
-        "random",
-        "--input-size",
-        "64",
-        "--augment",
-        "none",
-        "--tune",
-        tune,
-        "--max-steps",
-        "4",
-        "--epochs",
-        "4",
-        "--threads",
-        "1",
-        "--workers",
-        "1",
-        "--seed",
-        "0",
-        "--device",
-        "cpu",
-        "--lr",
-        "0.01",
-        "--data",
-        s(data),
-        "--out",
-        s(out),
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
+    let model = "--model resnet18 --init random --input-size 64 --augment none --max-steps 4 --epochs 4 --lr 0.01";
+    let mut a = argv(&format!("finetune vision {COMMON} {model} --tune {tune}"));
+    a.extend(["--data", s(data), "--out", s(out)].map(String::from));
     a.extend(["--batch-size".into(), batch.to_string()]);
     a.extend(more.iter().map(|x| x.to_string()));
     a

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use suite_core::dist::{self, DistEnv, LaunchSpec};
+use suite_core::runs::RunDir;
 
 use super::{speech, text, vision};
 use crate::args::{Domain, FinetuneArgs};
@@ -54,6 +55,21 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         Domain::Text => text::finetune(job, out, resume),
         Domain::Speech => speech::finetune(job, out, resume),
     }
+}
+
+/// Creates (or reopens, to resume) the run folder and, on rank 0 of a data-parallel job or a single process, writes
+/// the job's config into a new one. Returns the folder and whether this process writes it: ranks other than 0
+/// train and leave the run folder to rank 0.
+pub(crate) fn open_run(out: &std::path::Path, resume: bool, job: &JobFile) -> Result<(RunDir, bool)> {
+    let run = RunDir::create(out, !resume)?;
+    let main = dist::is_main();
+    if main {
+        eprintln!("run folder: {}", run.root().display());
+        if !resume {
+            run.write_config(job)?;
+        }
+    }
+    Ok((run, main))
 }
 
 /// `--nproc N`: runs this same command line in N local worker processes and exits as they do.

@@ -42,14 +42,8 @@ pub fn finetune(mut job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
     if let Some(r) = &prepared.peft_report {
         eprintln!("{}", r.summary_line());
     }
-    let run = RunDir::create(&out, !resume)?;
-    // Data-parallel ranks other than 0 train and leave the run folder to rank 0.
-    let main = suite_core::dist::is_main();
+    let (run, main) = super::finetune::open_run(&out, resume, &job)?;
     if main {
-        eprintln!("run folder: {}", run.root().display());
-        if !resume {
-            run.write_config(&job)?;
-        }
         write_job_notes(&run, &prepared, &scfg)?;
     }
     let trainer = Trainer::new(job.train.clone(), run)?;

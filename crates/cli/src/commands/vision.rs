@@ -23,14 +23,8 @@ pub fn finetune(job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
     seed_torch(job.train.seed);
     // The run folder appears only once the job is known to be valid.
     let mut prepared = prepare(&vcfg, &job.peft, &job.train, device, resume)?;
-    let run = RunDir::create(&out, !resume)?;
-    // Data-parallel ranks other than 0 train and leave the run folder to rank 0.
-    let main = suite_core::dist::is_main();
+    let (run, main) = super::finetune::open_run(&out, resume, &job)?;
     if main {
-        eprintln!("run folder: {}", run.root().display());
-        if !resume {
-            run.write_config(&job)?;
-        }
         write_job_notes(&run, &prepared, &vcfg.model)?;
     }
     let trainer = Trainer::new(job.train.clone(), run)?.with_group_rules(prepared.rules.clone());
