@@ -1,4 +1,5 @@
-//! Compiles the C++ shims (csrc/: bf16 autocast, fused AdamW, activation checkpointing, c10d process groups)
+//! Compiles the C++ shims (csrc/: bf16 autocast, fused AdamW, activation checkpointing, c10d process groups,
+//! int8 dynamic quantization)
 //! against the libtorch headers that torch-sys uses.
 //!
 //! The torch wheel ships c10d's headers but not those of Gloo, which `ProcessGroupGloo.hpp` includes; Debian's
@@ -11,6 +12,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/checkpoint.cpp");
     println!("cargo:rerun-if-changed=csrc/fused_adamw.cpp");
     println!("cargo:rerun-if-changed=csrc/dist.cpp");
+    println!("cargo:rerun-if-changed=csrc/quant.cpp");
     println!("cargo:rerun-if-env-changed=SUITE_CACHE");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let libtorch =
@@ -28,6 +30,7 @@ fn main() {
         .file("csrc/checkpoint.cpp")
         .file("csrc/fused_adamw.cpp")
         .file("csrc/dist.cpp")
+        .file("csrc/quant.cpp")
         .include(libtorch.join("include"))
         .include(libtorch.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")

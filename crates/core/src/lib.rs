@@ -17,6 +17,7 @@ pub mod optim;
 pub mod peft;
 pub mod predict;
 pub mod python;
+pub mod quant;
 pub mod runs;
 pub mod train;
 pub mod weights;

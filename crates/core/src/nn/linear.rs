@@ -19,6 +19,9 @@ pub struct Linear {
     pub bias: Option<Tensor>,
     /// PEFT adapters applied in order after the base product.
     pub adapters: Vec<Box<dyn LinearAdapter>>,
+    /// The int8 form of `weight` and `bias` for inference ([`crate::quant::quantize_dynamic`]); when set, the base
+    /// product reads it instead of the fp32 weights.
+    pub quantized: Option<std::sync::Arc<crate::quant::QuantizedLinear>>,
 }
 
 impl Linear {
@@ -27,7 +30,12 @@ impl Linear {
         let bound = 1.0 / (in_features as f64).sqrt();
         let weight = p.var("weight", &[out_features, in_features], nn::Init::Uniform { lo: -bound, up: bound });
         let bias = bias.then(|| p.var("bias", &[out_features], nn::Init::Uniform { lo: -bound, up: bound }));
-        Self { name: super::path_name(&p), weight, bias, adapters: Vec::new() }
+        Self { name: super::path_name(&p), weight, bias, adapters: Vec::new(), quantized: None }
+    }
+
+    /// A layer over tensors the caller registered (custom initialisation, tied weights).
+    pub fn from_parts(name: impl Into<String>, weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { name: name.into(), weight, bias, adapters: Vec::new(), quantized: None }
     }
 
     /// Input width.
@@ -42,7 +50,11 @@ impl Linear {
 
     /// The base product without adapters.
     pub fn forward_base(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        match &self.quantized {
+            // A failure here is libtorch's (a wrong input width or device): reported as tch reports its own.
+            Some(q) => q.forward(x).unwrap_or_else(|e| panic!("{}: int8 linear: {e:#}", self.name)),
+            None => x.linear(&self.weight, self.bias.as_ref()),
+        }
     }
 
     /// Output with every adapter applied; `train` switches adapter dropout.

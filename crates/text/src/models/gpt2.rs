@@ -328,7 +328,7 @@ impl Gpt2LmHeadModel {
         let lm_head = (!c.tie_word_embeddings).then(|| {
             let weight =
                 (&p / "lm_head").var("weight", &[c.vocab_size, c.n_embd], nn::Init::Randn { mean: 0.0, stdev: std });
-            Linear { name: "lm_head".into(), weight, bias: None, adapters: Vec::new() }
+            Linear::from_parts("lm_head", weight, None)
         });
         let info = CausalLmInfo {
             vocab_size: c.vocab_size,

@@ -11,7 +11,7 @@ pub(crate) type Named = Vec<(String, Tensor)>;
 pub(crate) fn dense(p: nn::Path, in_features: i64, out_features: i64, std: f64) -> Linear {
     let weight = p.var("weight", &[out_features, in_features], nn::Init::Randn { mean: 0.0, stdev: std });
     let bias = p.var("bias", &[out_features], nn::Init::Const(0.0));
-    Linear { name: path_name(&p), weight, bias: Some(bias), adapters: Vec::new() }
+    Linear::from_parts(path_name(&p), weight, Some(bias))
 }
 
 pub(crate) fn push_linear(out: &mut Named, l: &Linear) {

@@ -300,7 +300,7 @@ impl RmsNorm {
 fn proj(p: nn::Path, in_features: i64, out_features: i64, bias: bool, std: f64) -> Linear {
     let weight = p.var("weight", &[out_features, in_features], nn::Init::Randn { mean: 0.0, stdev: std });
     let bias = bias.then(|| p.var("bias", &[out_features], nn::Init::Const(0.0)));
-    Linear { name: path_name(&p), weight, bias, adapters: Vec::new() }
+    Linear::from_parts(path_name(&p), weight, bias)
 }
 
 /// `x·cos + rotate_half(x)·sin`, where `rotate_half` swaps the two halves of the head and negates the second.

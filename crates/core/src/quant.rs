@@ -1,0 +1,201 @@
+//! Dynamic int8 quantization of linear layers, as PyTorch's `torch.ao.quantization.quantize_dynamic`: each weight
+//! is quantized once to int8 (symmetric, per output channel by default, or per tensor as PyTorch's default
+//! qconfig) and prepacked for libtorch's int8 GEMM (`quantized::linear_prepack`); every call quantizes its
+//! activations on the fly and runs `quantized::linear_dynamic` (csrc/quant.cpp). No integer GEMM of our own.
+//!
+//! Convolutions, embeddings and norms stay fp32, as in PyTorch's dynamic quantization; CPU only (libtorch's
+//! quantized kernels are CPU kernels).
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+use anyhow::{anyhow, bail, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::nn::{LayerVisitor, Linear, VisitLayers};
+
+extern "C" {
+    fn suite_qlinear_prepack(w: *mut c_void, b: *mut c_void, out: *mut *mut c_void, err: *mut c_char, n: c_int) -> c_int;
+    fn suite_qlinear_dynamic(
+        packed: *mut c_void,
+        x: *mut c_void,
+        reduce_range: c_int,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        n: c_int,
+    ) -> c_int;
+    fn suite_qlinear_unpack(
+        packed: *mut c_void,
+        w: *mut *mut c_void,
+        b: *mut *mut c_void,
+        err: *mut c_char,
+        n: c_int,
+    ) -> c_int;
+    fn suite_qlinear_free(packed: *mut c_void);
+}
+
+fn call(f: impl FnOnce(*mut c_char, c_int) -> c_int) -> Result<()> {
+    let mut err = vec![0 as c_char; 1024];
+    if f(err.as_mut_ptr(), err.len() as c_int) == 0 {
+        return Ok(());
+    }
+    // SAFETY: the shim writes a NUL-terminated message into the buffer.
+    Err(anyhow!("{}", unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy()))
+}
+
+/// How weights get their int8 scales.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightScheme {
+    /// One scale per output row (`per_channel_dynamic_qconfig`; what CTranslate2's int8 does too).
+    #[default]
+    PerChannel,
+    /// One scale for the whole weight (`default_dynamic_qconfig`, PyTorch's default).
+    PerTensor,
+}
+
+/// Quantizes `weight` [out, in] to qint8, symmetric, with the scales PyTorch's weight observers compute:
+/// `max(|min|, |max|) / 127.5` (never below fp32's epsilon), zero point 0.
+pub fn quantize_weight(weight: &Tensor, scheme: WeightScheme) -> Tensor {
+    let w = weight.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+    let eps = f64::from(f32::EPSILON);
+    match scheme {
+        WeightScheme::PerTensor => {
+            let amax = w.abs().max().double_value(&[]) as f32;
+            let scale = f64::from((amax / 127.5).max(f32::EPSILON));
+            w.quantize_per_tensor(scale, 0, Kind::QInt8)
+        }
+        WeightScheme::PerChannel => {
+            let amax = w.abs().amax([1].as_slice(), false);
+            let scales = (amax / 127.5).clamp_min(eps).to_kind(Kind::Double);
+            let zeros = Tensor::zeros([w.size()[0]], (Kind::Int64, Device::Cpu));
+            w.quantize_per_channel(&scales, &zeros, 0, Kind::QInt8)
+        }
+    }
+}
+
+/// A linear layer's weight and bias, quantized and prepacked for libtorch's int8 GEMM.
+pub struct QuantizedLinear {
+    handle: *mut c_void,
+    in_features: i64,
+    out_features: i64,
+}
+
+// SAFETY: the packed weight is an immutable TorchBind object after packing; libtorch's int8 GEMM reads it from any
+// thread.
+unsafe impl Send for QuantizedLinear {}
+// SAFETY: as above: `forward` never mutates it.
+unsafe impl Sync for QuantizedLinear {}
+
+impl std::fmt::Debug for QuantizedLinear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QuantizedLinear(in={}, out={}, int8)", self.in_features, self.out_features)
+    }
+}
+
+impl Drop for QuantizedLinear {
+    fn drop(&mut self) {
+        // SAFETY: created by suite_qlinear_prepack and freed once.
+        unsafe { suite_qlinear_free(self.handle) }
+    }
+}
+
+impl QuantizedLinear {
+    /// Quantizes and packs `weight` [out, in] and `bias` [out].
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>, scheme: WeightScheme) -> Result<Self> {
+        let size = weight.size();
+        if size.len() != 2 {
+            bail!("int8 linear: the weight must be 2-D, got {size:?}");
+        }
+        let mut q = quantize_weight(weight, scheme);
+        let mut b = bias.map(|b| b.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous());
+        let mut handle = std::ptr::null_mut();
+        let bptr = b.as_mut().map_or(std::ptr::null_mut(), |b| b.as_mut_ptr().cast());
+        call(|e, n| unsafe { suite_qlinear_prepack(q.as_mut_ptr().cast(), bptr, &mut handle, e, n) })?;
+        Ok(Self { handle, in_features: size[1], out_features: size[0] })
+    }
+
+    /// `x·Wᵀ + b` with int8 weights and activations quantized per call (7-bit, `reduce_range`, as PyTorch's
+    /// dynamic Linear); `x` is fp32 on the CPU with `in_features` last.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = if x.kind() == Kind::Float { x.shallow_clone() } else { x.to_kind(Kind::Float) };
+        let mut out = std::ptr::null_mut();
+        call(|e, n| unsafe { suite_qlinear_dynamic(self.handle, x.as_mut_ptr().cast(), 1, &mut out, e, n) })?;
+        // SAFETY: the shim returns a new at::Tensor* that this Tensor now owns.
+        Ok(unsafe { Tensor::from_ptr(out.cast()) })
+    }
+
+    /// The int8 weight (a quantized tensor) and the fp32 bias, as packed.
+    pub fn unpack(&self) -> Result<(Tensor, Option<Tensor>)> {
+        let (mut w, mut b) = (std::ptr::null_mut(), std::ptr::null_mut());
+        call(|e, n| unsafe { suite_qlinear_unpack(self.handle, &mut w, &mut b, e, n) })?;
+        // SAFETY: new at::Tensor* owned from here on; the bias may be absent.
+        let w = unsafe { Tensor::from_ptr(w.cast()) };
+        let b = (!b.is_null()).then(|| unsafe { Tensor::from_ptr(b.cast()) });
+        Ok((w, b))
+    }
+
+    /// Input width.
+    pub fn in_features(&self) -> i64 {
+        self.in_features
+    }
+
+    /// Output width.
+    pub fn out_features(&self) -> i64 {
+        self.out_features
+    }
+}
+
+/// What [`quantize_dynamic`] did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct QuantSummary {
+    /// Linear layers now int8.
+    pub layers: usize,
+    /// Their weight elements.
+    pub weights: i64,
+    /// Bytes of those weights in fp32 and in int8 (plus scales).
+    pub fp32_bytes: i64,
+    /// Bytes of the int8 weights and their scales.
+    pub int8_bytes: i64,
+}
+
+/// Quantizes every linear layer of `model` (those its [`VisitLayers`] shows, adapters kept on top) for int8
+/// inference on the CPU. The fp32 weights stay in the model's VarStore; the layers stop reading them.
+pub fn quantize_dynamic(model: &mut dyn VisitLayers, scheme: WeightScheme) -> Result<QuantSummary> {
+    struct Q {
+        scheme: WeightScheme,
+        summary: QuantSummary,
+        error: Option<anyhow::Error>,
+    }
+    impl LayerVisitor for Q {
+        fn linear(&mut self, layer: &mut Linear) {
+            if self.error.is_some() || layer.quantized.is_some() {
+                return;
+            }
+            if layer.weight.device() != Device::Cpu {
+                self.error = Some(anyhow!("int8 inference runs on the CPU; {} is on {:?}", layer.name, layer.weight.device()));
+                return;
+            }
+            match QuantizedLinear::new(&layer.weight, layer.bias.as_ref(), self.scheme) {
+                Ok(q) => {
+                    let n = layer.weight.numel() as i64;
+                    let rows = layer.weight.size()[0];
+                    self.summary.layers += 1;
+                    self.summary.weights += n;
+                    self.summary.fp32_bytes += 4 * n;
+                    self.summary.int8_bytes += n + 8 * rows;
+                    layer.quantized = Some(std::sync::Arc::new(q));
+                }
+                Err(e) => self.error = Some(e.context(format!("quantizing {}", layer.name))),
+            }
+        }
+    }
+    let mut q = Q { scheme, summary: QuantSummary::default(), error: None };
+    model.visit_layers(&mut q);
+    match q.error {
+        Some(e) => Err(e),
+        None => Ok(q.summary),
+    }
+}
+
+#[cfg(test)]
+#[path = "quant_tests.rs"]
+mod tests;

@@ -1,0 +1,81 @@
+//! int8 linear layers against PyTorch's own dynamic quantization on the same weights and inputs.
+
+use super::*;
+use crate::nn::Linear;
+
+/// `torch.ao.quantization.quantize_dynamic` of one nn.Linear with the weights in argv[1], applied to the input in
+/// the same file; argv[2] = per_channel | per_tensor. Prints the output as a JSON list.
+const REFERENCE: &str = r#"
+import sys, json, torch
+from safetensors.torch import load_file
+from torch.ao.quantization import quantize_dynamic, default_dynamic_qconfig, per_channel_dynamic_qconfig
+t = load_file(sys.argv[1])
+lin = torch.nn.Linear(t["weight"].shape[1], t["weight"].shape[0])
+with torch.no_grad():
+    lin.weight.copy_(t["weight"]); lin.bias.copy_(t["bias"])
+qconfig = per_channel_dynamic_qconfig if sys.argv[2] == "per_channel" else default_dynamic_qconfig
+q = quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear: qconfig}, dtype=torch.qint8)
+with torch.no_grad():
+    y = q(t["x"])
+w = q[0].weight()
+print(json.dumps({"y": y.flatten().tolist(), "int_repr": w.int_repr().flatten().tolist(),
+                  "fp32": lin(t["x"]).flatten().tolist()}))
+"#;
+
+#[test]
+fn int8_linear_matches_pytorch_quantize_dynamic() {
+    tch::manual_seed(3);
+    let dir = tempfile::tempdir().unwrap();
+    let (w, b, x) = (Tensor::randn([48, 64], (Kind::Float, Device::Cpu)), Tensor::randn([48], (Kind::Float, Device::Cpu)), Tensor::randn([2, 5, 64], (Kind::Float, Device::Cpu)));
+    let path = dir.path().join("lin.safetensors");
+    Tensor::write_safetensors(&[("weight", &w), ("bias", &b), ("x", &x)], &path).unwrap();
+    for (scheme, name) in [(WeightScheme::PerChannel, "per_channel"), (WeightScheme::PerTensor, "per_tensor")] {
+        let out = crate::python::run_python(REFERENCE, &[path.to_str().unwrap(), name]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        let q = QuantizedLinear::new(&w, Some(&b), scheme).unwrap();
+        let y = q.forward(&x).unwrap();
+        assert_eq!(y.size(), vec![2, 5, 48]);
+        let ours: Vec<f32> = Vec::try_from(y.flatten(0, -1)).unwrap();
+        let theirs: Vec<f64> = v["y"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap()).collect();
+        let diff = ours.iter().zip(&theirs).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
+        assert!(diff < 1e-5, "{name}: int8 output differs from PyTorch's by {diff}");
+        // Same int8 weights, value for value.
+        let (qw, qb) = q.unpack().unwrap();
+        let ints: Vec<i8> = Vec::try_from(qw.int_repr().flatten(0, -1)).unwrap();
+        let want: Vec<i64> = v["int_repr"].as_array().unwrap().iter().map(|a| a.as_i64().unwrap()).collect();
+        assert!(ints.iter().zip(&want).all(|(a, b)| i64::from(*a) == *b), "{name}: int8 weights differ");
+        assert!(qb.is_some());
+        // And close to fp32, as int8 should be.
+        let fp32: Vec<f64> = v["fp32"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap()).collect();
+        let err = ours.iter().zip(&fp32).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
+        let scale = fp32.iter().map(|v| v.abs()).fold(0.0, f64::max);
+        assert!(err > 0.0 && err < 0.05 * scale, "{name}: int8 vs fp32 max |Δ| {err} of outputs up to {scale}");
+    }
+}
+
+#[test]
+fn quantize_dynamic_swaps_every_linear_and_keeps_adapters_working() {
+    struct Two {
+        a: Linear,
+        b: Linear,
+    }
+    impl VisitLayers for Two {
+        fn visit_layers(&mut self, v: &mut dyn LayerVisitor) {
+            v.linear(&mut self.a);
+            v.linear(&mut self.b);
+        }
+    }
+    tch::manual_seed(0);
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let mut m = Two { a: Linear::new(vs.root() / "a", 32, 64, true), b: Linear::new(vs.root() / "b", 64, 8, false) };
+    let x = Tensor::randn([4, 32], (Kind::Float, Device::Cpu));
+    let fp32 = m.b.forward_t(&m.a.forward_t(&x, false).relu(), false);
+    let s = quantize_dynamic(&mut m, WeightScheme::PerChannel).unwrap();
+    assert_eq!((s.layers, s.weights), (2, 32 * 64 + 64 * 8));
+    assert!(s.int8_bytes * 3 < s.fp32_bytes, "{s:?}");
+    let int8 = m.b.forward_t(&m.a.forward_t(&x, false).relu(), false);
+    let rel = (&int8 - &fp32).abs().max().double_value(&[]) / fp32.abs().max().double_value(&[]);
+    assert!(rel > 0.0 && rel < 0.05, "int8 relative error {rel}");
+    // A second call leaves the layers as they are.
+    assert_eq!(quantize_dynamic(&mut m, WeightScheme::PerChannel).unwrap().layers, 0);
+}
