@@ -33,6 +33,28 @@ logging.set_verbosity_error()
 dev = torch.device(a.device)
 cuda = dev.type == "cuda"
 
+
+def status_mib(key):
+    """A /proc/self/status memory line (VmRSS: resident now, VmHWM: its high-water mark) in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_rss_watch():
+    """Resets the high-water mark to the resident set now (Linux clear_refs 5, where allowed) and returns VmRSS:
+    peak_rss_mib is then VmHWM after the timed steps minus this, the peak this side's model and steps added."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    return status_mib("VmRSS")
+
+
+base_rss = start_rss_watch()
 model = BertForSequenceClassification.from_pretrained(a.model, num_labels=a.labels).to(dev).train()
 params = list(model.parameters())
 # The same groups as suite's `param_groups`: biases and norm weights (rank <= 1) get no weight decay.
@@ -82,12 +104,14 @@ for _ in range(a.iters):
 if cuda:
     torch.cuda.synchronize()
 elapsed = time.perf_counter() - start
+peak_rss_mib = status_mib("VmHWM") - base_rss
 print(json.dumps({
     "seconds": elapsed,
     "images_per_sec": a.batch * a.iters / elapsed,
     "median_step_s": sorted(steps)[len(steps) // 2],
     "phase_ms": None if cuda else {k: 1000 * v / a.iters for k, v in zip(["forward", "backward", "optimizer"], phases)},
     "loss": loss,
+    "peak_rss_mib": peak_rss_mib,
     "threads": torch.get_num_threads(),
     "interop_threads": torch.get_num_interop_threads(),
     "optimizer_impl": "fused" if a.fused else ("foreach" if cuda else "single-tensor"),

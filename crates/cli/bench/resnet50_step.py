@@ -28,6 +28,29 @@ torch.manual_seed(0)
 dev = torch.device(a.device)
 cuda = dev.type == "cuda"
 
+
+def status_mib(key):
+    """A /proc/self/status memory line (VmRSS: resident now, VmHWM: its high-water mark) in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_rss_watch():
+    """Resets the high-water mark to the resident set now (Linux clear_refs 5, where allowed) and returns VmRSS:
+    peak_rss_mib is then VmHWM after the timed steps minus this, the peak this side's model and steps added."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    return status_mib("VmRSS")
+
+
+base_rss = start_rss_watch()
+
 model = torchvision.models.resnet50(num_classes=a.classes).to(dev).train()
 # The same groups as suite's `param_groups`: biases and norm weights (rank <= 1) get no weight decay.
 params = list(model.parameters())
@@ -72,6 +95,7 @@ for _ in range(a.iters):
 if cuda:
     torch.cuda.synchronize()
 elapsed = time.perf_counter() - start
+peak_rss_mib = status_mib("VmHWM") - base_rss
 
 print(json.dumps({
     "seconds": elapsed,
@@ -79,6 +103,7 @@ print(json.dumps({
     "median_step_s": sorted(steps)[len(steps) // 2],
     "phase_ms": None if cuda else {k: 1000 * v / a.iters for k, v in zip(["forward", "backward", "optimizer"], phases)},
     "loss": loss,
+    "peak_rss_mib": peak_rss_mib,
     "threads": torch.get_num_threads(),
     "interop_threads": torch.get_num_interop_threads(),
     # What AdamW(foreach=None) picks: the multi-tensor path for CUDA tensors, the per-tensor loop on CPU.

@@ -41,6 +41,28 @@ def sync():
         torch.cuda.synchronize()
 
 
+
+def status_mib(key):
+    """A /proc/self/status memory line (VmRSS: resident now, VmHWM: its high-water mark) in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_rss_watch():
+    """Resets the high-water mark to the resident set now (Linux clear_refs 5, where allowed) and returns VmRSS:
+    peak_rss_mib is then VmHWM after the timed steps minus this, the peak this side's model and steps added."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    return status_mib("VmRSS")
+
+
+base_rss = status_mib("VmRSS")
 model = WhisperForConditionalGeneration.from_pretrained(a.model).to(dev).eval()
 fe = WhisperFeatureExtractor.from_pretrained(a.model)
 
@@ -59,6 +81,8 @@ for path in a.wavs.split(","):
     sync()
     compute_s += time.perf_counter() - t0
 rtf = compute_s / audio_s
+# The training peak: RSS before the model was loaded, the high-water mark reset after transcription.
+start_rss_watch()
 
 t = load_file(a.batch_file)
 mel, tokens, labels = (t[k].to(dev) for k in ("mel", "tokens", "labels"))
@@ -104,12 +128,14 @@ for _ in range(a.iters):
     loss = step()
 sync()
 elapsed = time.perf_counter() - start
+peak_rss_mib = status_mib("VmHWM") - base_rss
 print(json.dumps({
     "seconds": elapsed,
     "images_per_sec": batch * a.iters / elapsed,
     "median_step_s": sorted(steps)[len(steps) // 2],
     "phase_ms": None if cuda else {k: 1000 * v / a.iters for k, v in zip(["forward", "backward", "optimizer"], phases)},
     "loss": loss,
+    "peak_rss_mib": peak_rss_mib,
     "rtf": rtf,
     "audio_s": audio_s,
     "threads": torch.get_num_threads(),

@@ -13,11 +13,16 @@
 //! - `whisper-step`: full fine-tuning steps of whisper-base (batch 2 of LibriVox log-mels with their transcripts,
 //!   AdamW fused) against transformers' WhisperForConditionalGeneration on the same exported weights, plus the
 //!   real-time factor of greedy transcription on both sides; 3 timed steps by default.
+//!
 //! - `sft-step`, `generate`: a LoRA SFT step and greedy generation of a random 40 M-parameter Llama against
 //!   transformers (+ peft); see [`lm`].
 //! - `serve`: `suite serve` against FastAPI + uvicorn (text, vision) and faster-whisper (speech); see
 //!   [`serve`].
 //! - `ddp`: data-parallel fine-tuning in 1 and 2 processes against PyTorch DDP under torchrun; see [`ddp`].
+//!
+//! The step benchmarks (`resnet50-step`, `minilm-step`, `whisper-step`, `sft-step`) and `generate` also report
+//! `peak_rss_mib` for each side: the peak resident memory the side's model and timed work added, from Linux's
+//! `/proc/self/status` (see [`RssWatch`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -68,9 +73,9 @@ const HEAD_WORKERS: usize = 2;
 struct Side {
     /// Wall time of the timed part.
     seconds: f64,
-    /// Images processed per second in the timed part.
+    /// Items ([`Report::unit`]: images, samples, sequences, tokens) processed per second in the timed part.
     images_per_sec: f64,
-    /// Images per second of the median step (resnet50-step), robust to other processes on a shared machine.
+    /// Items per second of the median step, robust to other processes on a shared machine.
     #[serde(skip_serializing_if = "Option::is_none")]
     median_images_per_sec: Option<f64>,
     /// Mean milliseconds per step in forward (with the loss), backward and optimizer (step and zero_grad); CPU only,
@@ -97,7 +102,8 @@ struct Report {
     threads: i32,
     interop_threads: i32,
     iters: usize,
-    /// What the throughputs count: images, sequences or tokens.
+    /// What the throughputs count: images, samples, sequences or tokens (the table's labels say it; the
+    /// `*images_per_sec` field names are kept for the JSON's readers and count this unit).
     unit: &'static str,
     suite: Side,
     pytorch: Side,
@@ -196,6 +202,41 @@ fn thread_args(device: Device) -> Vec<String> {
     ]
 }
 
+/// The peak resident memory a part of a benchmark adds to this process, from Linux's `/proc/self/status`.
+///
+/// `VmHWM` (the high-water mark of the resident set) is process-wide and remembers earlier work — the other side's
+/// output parsing is nothing, but whisper-step's transcription or a previous model is — so [`RssWatch::start`]
+/// first resets the mark to the current resident set (`/proc/self/clear_refs` 5, Linux 4.0 and later; where that
+/// is refused the mark stays process-wide and the figure can only be larger) and notes `VmRSS`;
+/// [`RssWatch::peak_added_mib`] is `VmHWM` then minus that: the memory the model, its optimizer state and the timed
+/// steps' activations added at their peak. The PyTorch scripts measure the same way in their own process.
+pub(crate) struct RssWatch {
+    base_mib: f64,
+}
+
+impl RssWatch {
+    /// Resets the high-water mark where the kernel allows it and notes the resident memory now.
+    pub(crate) fn start() -> Self {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        Self { base_mib: status_mib("VmRSS:") }
+    }
+
+    /// MiB the resident memory peaked above what it was at [`RssWatch::start`] (NaN where `/proc` is missing).
+    pub(crate) fn peak_added_mib(&self) -> f64 {
+        status_mib("VmHWM:") - self.base_mib
+    }
+}
+
+/// A memory line of `/proc/self/status` (`VmRSS:`, `VmHWM:`), in MiB; NaN where it cannot be read.
+fn status_mib(key: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // resnet50-step
 
@@ -215,8 +256,11 @@ fn resnet50_step(iters: usize, device: Device) -> Result<Report> {
         py_args.extend([k.to_string(), v]);
     }
     let v = run_reference("resnet50-step", RESNET50_STEP_PY, &py_args)?;
-    let pytorch =
-        step_side(&v, RESNET_BATCH as usize, &["loss", "optimizer_impl", "threads", "interop_threads", "torch"])?;
+    let pytorch = step_side(
+        &v,
+        RESNET_BATCH as usize,
+        &["loss", "peak_rss_mib", "optimizer_impl", "threads", "interop_threads", "torch"],
+    )?;
     Ok(Report {
         benchmark: "resnet50-step".into(),
         description: format!(
@@ -241,6 +285,7 @@ fn resnet50_step(iters: usize, device: Device) -> Result<Report> {
 /// does (forward, loss, backward, optimizer step, zero_grad, reading the loss).
 fn resnet50_step_suite(iters: usize, device: Device) -> Result<Side> {
     tch::manual_seed(0);
+    let rss = RssWatch::start();
     let vs = VarStore::new(device);
     let model = lookup("resnet50")?.build(&vs.root(), RESNET_CLASSES)?;
     let mut optimizer = OptimizerConfig::default().build(param_groups(&vs, &[], WEIGHT_DECAY));
@@ -250,6 +295,7 @@ fn resnet50_step_suite(iters: usize, device: Device) -> Result<Side> {
     let mut side =
         time_training(iters, RESNET_WARMUP, RESNET_BATCH as usize, device, &mut forward, optimizer.as_mut(), LR);
     side.extra["optimizer_impl"] = "suite_core::optim::AdamW (libtorch fused kernel)".into();
+    side.extra["peak_rss_mib"] = rss.peak_added_mib().into();
     Ok(side)
 }
 
@@ -341,7 +387,8 @@ fn minilm_step(iters: usize, device: Device) -> Result<Report> {
         py_args.extend([k.to_string(), v]);
     }
     let v = run_reference("minilm-step", MINILM_STEP_PY, &py_args)?;
-    let pytorch = step_side(&v, MINILM_BATCH as usize, &["loss", "optimizer_impl", "attention", "torch"])?;
+    let pytorch =
+        step_side(&v, MINILM_BATCH as usize, &["loss", "peak_rss_mib", "optimizer_impl", "attention", "torch"])?;
     Ok(Report {
         benchmark: "minilm-step".into(),
         description: format!(
@@ -355,7 +402,7 @@ fn minilm_step(iters: usize, device: Device) -> Result<Report> {
         threads: tch::get_num_threads(),
         interop_threads: tch::get_num_interop_threads(),
         iters,
-        unit: "images",
+        unit: "samples",
         ratio: suite.median_images_per_sec.unwrap_or(f64::NAN) / pytorch.median_images_per_sec.unwrap_or(f64::NAN),
         ratio_of_means: Some(suite.images_per_sec / pytorch.images_per_sec),
         suite,
@@ -367,6 +414,7 @@ fn minilm_step(iters: usize, device: Device) -> Result<Report> {
 fn minilm_step_suite(files: &suite_text::models::TextModelFiles, iters: usize, device: Device) -> Result<Side> {
     use suite_text::models::{EncoderConfig, Head, TextModel};
     tch::manual_seed(0);
+    let rss = RssWatch::start();
     let cfg = EncoderConfig::from_file(&files.config)?;
     let mut vs = VarStore::new(device);
     let model = TextModel::new(&vs.root(), &cfg, Head::Classify { num_labels: MINILM_LABELS })?;
@@ -382,6 +430,7 @@ fn minilm_step_suite(files: &suite_text::models::TextModelFiles, iters: usize, d
     let mut side =
         time_training(iters, RESNET_WARMUP, MINILM_BATCH as usize, device, &mut forward, optimizer.as_mut(), MINILM_LR);
     side.extra["optimizer_impl"] = "suite_core::optim::AdamW (libtorch fused kernel)".into();
+    side.extra["peak_rss_mib"] = rss.peak_added_mib().into();
     Ok(side)
 }
 
@@ -403,6 +452,8 @@ fn whisper_step(iters: usize, device: Device) -> Result<Report> {
         &[("mel", &batch.mel), ("tokens", &batch.tokens), ("labels", &batch.labels)],
         &batch_file,
     )?;
+    // The training's peak, after the transcription (which loaded its own model) is over.
+    let rss = RssWatch::start();
     let mut suite = {
         let files = suite_speech::models::resolve_whisper("whisper-base")?;
         let mut vs = VarStore::new(device);
@@ -424,6 +475,7 @@ fn whisper_step(iters: usize, device: Device) -> Result<Report> {
         time_training(iters, RESNET_WARMUP, n, device, &mut forward, optimizer.as_mut(), WHISPER_LR)
     };
     suite.extra["rtf"] = rtf.into();
+    suite.extra["peak_rss_mib"] = rss.peak_added_mib().into();
     suite.extra["optimizer_impl"] = "suite_core::optim::AdamW (libtorch fused kernel)".into();
     eprintln!("PyTorch eager (transformers): the same…");
     let mut py_args = thread_args(device);
@@ -439,7 +491,7 @@ fn whisper_step(iters: usize, device: Device) -> Result<Report> {
         py_args.extend([k.to_string(), v]);
     }
     let v = run_reference("whisper-step", WHISPER_STEP_PY, &py_args)?;
-    let pytorch = step_side(&v, n, &["loss", "rtf", "optimizer_impl", "attention", "torch"])?;
+    let pytorch = step_side(&v, n, &["loss", "rtf", "peak_rss_mib", "optimizer_impl", "attention", "torch"])?;
     Ok(Report {
         benchmark: "whisper-step".into(),
         description: format!(
@@ -455,7 +507,7 @@ fn whisper_step(iters: usize, device: Device) -> Result<Report> {
         threads: tch::get_num_threads(),
         interop_threads: tch::get_num_interop_threads(),
         iters,
-        unit: "images",
+        unit: "samples",
         ratio: suite.median_images_per_sec.unwrap_or(f64::NAN) / pytorch.median_images_per_sec.unwrap_or(f64::NAN),
         ratio_of_means: Some(suite.images_per_sec / pytorch.images_per_sec),
         suite,

@@ -19,7 +19,7 @@ use suite_text::generate::{generate_ids, GenerationConfig, SamplingParams};
 use suite_text::models::{causal_peft_targets, load_causal_lm};
 use tch::{Device, Kind, Reduction, Tensor};
 
-use super::{device_name, run_reference, step_side, sync, thread_args, Report, Side, TempDir, RESNET_WARMUP};
+use super::{device_name, run_reference, step_side, sync, thread_args, Report, RssWatch, Side, TempDir, RESNET_WARMUP};
 
 const LM_PY: &str = include_str!("../../bench/lm.py");
 const SFT_BATCH: i64 = 4;
@@ -27,23 +27,6 @@ const SFT_SEQ: i64 = 256;
 const SFT_LR: f64 = 2e-4;
 const PROMPT: i64 = 32;
 const NEW_TOKENS: usize = 64;
-
-/// The resident-memory high-water mark of this process, in MiB (Linux `VmHWM`).
-fn peak_rss_mib() -> f64 {
-    status_kib("VmHWM:") / 1024.0
-}
-
-/// The current resident memory of this process, in MiB.
-fn rss_mib() -> f64 {
-    status_kib("VmRSS:") / 1024.0
-}
-
-fn status_kib(key: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-        .unwrap_or(f64::NAN)
-}
 
 /// Writes the benchmark model with the PyTorch side's script.
 fn make_model(dir: &Path) -> Result<u64> {
@@ -98,7 +81,7 @@ pub fn sft_step(iters: usize, device: Device) -> Result<Report> {
 
 fn sft_step_suite(dir: &Path, iters: usize, device: Device) -> Result<Side> {
     tch::manual_seed(0);
-    let base = rss_mib();
+    let rss = RssWatch::start();
     let (mut vs, mut model, _) = load_causal_lm(dir, device)?;
     let targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
     let cfg = PeftConfig::Lora(LoraConfig {
@@ -132,7 +115,7 @@ fn sft_step_suite(dir: &Path, iters: usize, device: Device) -> Result<Side> {
         SFT_LR,
     );
     side.extra["trainable"] = report.trainable.into();
-    side.extra["peak_rss_mib"] = json!(peak_rss_mib() - base);
+    side.extra["peak_rss_mib"] = json!(rss.peak_added_mib());
     Ok(side)
 }
 
@@ -184,7 +167,7 @@ pub fn generate(iters: usize, device: Device) -> Result<Report> {
 }
 
 fn generate_suite(dir: &Path, prompt: &[i64], iters: usize, device: Device) -> Result<(Side, Vec<i64>)> {
-    let base = rss_mib();
+    let rss = RssWatch::start();
     let (_vs, model, _) = load_causal_lm(dir, device)?;
     let prompt = prompt.to_vec();
     let cfg = GenerationConfig {
@@ -213,7 +196,7 @@ fn generate_suite(dir: &Path, prompt: &[i64], iters: usize, device: Device) -> R
         images_per_sec: (NEW_TOKENS * iters) as f64 / seconds,
         median_images_per_sec: Some(NEW_TOKENS as f64 / times[times.len() / 2]),
         phase_ms: None,
-        extra: json!({ "peak_rss_mib": peak_rss_mib() - base }),
+        extra: json!({ "peak_rss_mib": rss.peak_added_mib() }),
     };
     Ok((side, tokens))
 }

@@ -10,7 +10,7 @@ use anyhow::Result;
 use suite_core::nn::{BatchNorm2d, Conv2d, Conv2dConfig, LayerVisitor, Linear, VisitLayers};
 use tch::{nn, Tensor};
 
-use super::classifier::{check_num_classes, ImageClassifier, Stage};
+use super::classifier::{channels_last, check_num_classes, ImageClassifier, Stage};
 
 /// TensorFlow's batch-norm epsilon, kept by the converted checkpoint.
 const BN_EPS: f64 = 1e-3;
@@ -173,11 +173,15 @@ impl MbConv {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        // In place, as timm's `ReLU6(inplace=True)` and residual add: each works on a batch norm's (or the drop
+        // path's) fresh output, which no earlier operation saved for backward; the block's input is never written.
         let mut y = x.shallow_clone();
         if let Some((conv, bn)) = &self.expand {
-            y = bn.forward_t(&conv.forward_t(&y, train), train).relu6();
+            y = bn.forward_t(&conv.forward_t(&y, train), train);
+            let _ = y.relu6_();
         }
-        y = self.bn1.forward_t(&self.depthwise.forward_t(&y, train), train).relu6();
+        y = self.bn1.forward_t(&self.depthwise.forward_t(&y, train), train);
+        let _ = y.relu6_();
         y = self.bn2.forward_t(&self.project.forward_t(&y, train), train);
         if !self.residual {
             return y;
@@ -185,7 +189,8 @@ impl MbConv {
         if train && self.drop_connect > 0.0 {
             y = drop_path(&y, self.drop_connect);
         }
-        y + x
+        y += x;
+        y
     }
 
     fn visit_layers(&mut self, visitor: &mut dyn LayerVisitor) {
@@ -265,12 +270,15 @@ impl EfficientNetLite {
 }
 
 impl ImageClassifier for EfficientNetLite {
+    /// Runs in the channels-last memory format inside (see [`channels_last`]) and returns a contiguous (NCHW)
+    /// map, so callers see the layout they passed.
     fn forward_stages(&self, x: &Tensor, range: std::ops::Range<usize>, train: bool) -> Tensor {
         let n_block_stages = self.stage_starts.len();
-        let mut x = x.shallow_clone();
+        let mut x = channels_last(x);
         for stage in range {
             if stage == 0 {
-                x = self.bn0.forward_t(&self.conv_stem.forward_t(&x, train), train).relu6();
+                x = self.bn0.forward_t(&self.conv_stem.forward_t(&x, train), train);
+                let _ = x.relu6_();
             } else if stage <= n_block_stages {
                 let start = self.stage_starts[stage - 1];
                 let end = self.stage_starts.get(stage).copied().unwrap_or(self.blocks.len());
@@ -278,10 +286,11 @@ impl ImageClassifier for EfficientNetLite {
                     x = block.forward_t(&x, train);
                 }
             } else {
-                x = self.bn1.forward_t(&self.conv_head.forward_t(&x, train), train).relu6();
+                x = self.bn1.forward_t(&self.conv_head.forward_t(&x, train), train);
+                let _ = x.relu6_();
             }
         }
-        x
+        x.contiguous()
     }
 
     fn forward_head(&self, features: &Tensor, train: bool) -> Tensor {

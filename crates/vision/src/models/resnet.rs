@@ -7,7 +7,7 @@ use anyhow::Result;
 use suite_core::nn::{BatchNorm2d, Conv2d, Conv2dConfig, LayerVisitor, Linear, VisitLayers};
 use tch::{nn, Tensor};
 
-use super::classifier::{check_num_classes, ImageClassifier, Stage};
+use super::classifier::{channels_last, check_num_classes, ImageClassifier, Stage};
 
 /// torch's `BatchNorm2d` default, which torchvision and timm ResNets keep.
 const BN_EPS: f64 = 1e-5;
@@ -97,20 +97,25 @@ impl ResidualBlock {
         Self { convs, downsample }
     }
 
+    /// The block's output. As torchvision's blocks, the ReLUs and the residual add work in place on the batch
+    /// norms' fresh outputs, which no earlier operation saved for its backward pass (a batch norm keeps its input,
+    /// an in-place ReLU its own output); the block's input `x`, which `conv1` and the shortcut keep, is never
+    /// written.
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let last = self.convs.len() - 1;
         let mut y = x.shallow_clone();
         for (i, (conv, bn)) in self.convs.iter().enumerate() {
             y = bn.forward_t(&conv.forward_t(&y, train), train);
             if i < last {
-                y = y.relu();
+                let _ = y.relu_();
             }
         }
-        let shortcut = match &self.downsample {
-            Some((conv, bn)) => bn.forward_t(&conv.forward_t(x, train), train),
-            None => x.shallow_clone(),
-        };
-        (y + shortcut).relu()
+        match &self.downsample {
+            Some((conv, bn)) => y += bn.forward_t(&conv.forward_t(x, train), train),
+            None => y += x,
+        }
+        let _ = y.relu_();
+        y
     }
 
     fn visit_layers(&mut self, visitor: &mut dyn LayerVisitor) {
@@ -166,11 +171,14 @@ impl ResNet {
 }
 
 impl ImageClassifier for ResNet {
+    /// Runs in the channels-last memory format inside (see [`channels_last`]) and returns a contiguous (NCHW)
+    /// map, so callers see the layout they passed.
     fn forward_stages(&self, x: &Tensor, range: std::ops::Range<usize>, train: bool) -> Tensor {
-        let mut x = x.shallow_clone();
+        let mut x = channels_last(x);
         for stage in range {
             if stage == 0 {
-                let y = self.bn1.forward_t(&self.conv1.forward_t(&x, train), train).relu();
+                let mut y = self.bn1.forward_t(&self.conv1.forward_t(&x, train), train);
+                let _ = y.relu_();
                 x = y.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
             } else {
                 for block in &self.layers[stage - 1] {
@@ -178,7 +186,7 @@ impl ImageClassifier for ResNet {
                 }
             }
         }
-        x
+        x.contiguous()
     }
 
     fn forward_head(&self, features: &Tensor, train: bool) -> Tensor {
@@ -212,5 +220,115 @@ impl VisitLayers for ResNet {
             block.visit_layers(visitor);
         }
         visitor.linear(&mut self.fc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::classifier::global_avg_pool;
+    use super::*;
+    use tch::{nn::VarStore, Device, Kind, Reduction};
+
+    /// The forward pass as it was before the channels-last and in-place changes: NCHW tensors and out-of-place
+    /// ReLUs and adds, the order torchvision's modules define.
+    fn reference_forward(m: &ResNet, x: &Tensor, train: bool) -> Tensor {
+        let block = |b: &ResidualBlock, x: &Tensor| {
+            let last = b.convs.len() - 1;
+            let mut y = x.shallow_clone();
+            for (i, (conv, bn)) in b.convs.iter().enumerate() {
+                y = bn.forward_t(&conv.forward_t(&y, train), train);
+                if i < last {
+                    y = y.relu();
+                }
+            }
+            let shortcut = match &b.downsample {
+                Some((conv, bn)) => bn.forward_t(&conv.forward_t(x, train), train),
+                None => x.shallow_clone(),
+            };
+            (y + shortcut).relu()
+        };
+        let stem = m.bn1.forward_t(&m.conv1.forward_t(&x.contiguous(), train), train).relu();
+        let mut y = stem.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        for b in m.layers.iter().flatten() {
+            y = block(b, &y);
+            assert!(y.is_contiguous(), "the reference path should stay NCHW");
+        }
+        m.forward_head(&global_avg_pool(&y), train)
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    fn grads(vs: &VarStore) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> =
+            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, t)| (n, t.grad().copy())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    #[test]
+    fn channels_last_keeps_shape_values_and_nhwc_strides() {
+        let x = Tensor::randn([2, 3, 5, 7], (Kind::Float, Device::Cpu));
+        let y = channels_last(&x);
+        assert_eq!(y.size(), x.size());
+        assert_eq!(y.stride(), [3 * 5 * 7, 1, 7 * 3, 3]);
+        assert!(y.equal(&x));
+        // Already channels-last: no copy.
+        assert_eq!(channels_last(&y).data_ptr(), y.data_ptr());
+    }
+
+    /// resnet18 in the channels-last format with in-place ReLUs and adds gives the NCHW, out-of-place forward's
+    /// logits and loss within 1e-5 and every parameter's gradient within 1e-4 of its largest value, and its weights stay in the standard layout, so saving
+    /// them writes exactly the values in memory.
+    #[test]
+    fn channels_last_resnet18_matches_nchw_forward_and_backward() -> Result<()> {
+        tch::manual_seed(3);
+        let vs = VarStore::new(Device::Cpu);
+        let model = ResNet::new(&vs.root(), ResNetConfig::RESNET18, 7)?;
+        let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let y = Tensor::from_slice(&[1i64, 5]);
+
+        let (new, old) = tch::no_grad(|| (model.forward_t(&x, false), reference_forward(&model, &x, false)));
+        assert!(new.is_contiguous());
+        let d = max_abs_diff(&new, &old);
+        assert!(d <= 1e-5, "eval logits differ by {d}");
+
+        let loss = |logits: Tensor| logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
+        let old_loss = loss(reference_forward(&model, &x, true));
+        old_loss.backward();
+        let old_grads = grads(&vs);
+        for mut t in vs.trainable_variables() {
+            t.zero_grad();
+        }
+        let new_loss = loss(model.forward_t(&x, true));
+        new_loss.backward();
+        let d = (new_loss.double_value(&[]) - old_loss.double_value(&[])).abs();
+        assert!(d <= 1e-5, "train losses differ by {d}");
+        for ((name, a), (_, b)) in grads(&vs).iter().zip(&old_grads) {
+            let scale = b.abs().max().double_value(&[]).max(1.0);
+            let d = max_abs_diff(a, b);
+            // Weight gradients sum thousands of products in another order in NHWC: float32 rounding, not a bug.
+            assert!(d <= 1e-4 * scale, "gradient {name} differs by {d} (scale {scale})");
+        }
+
+        // Weights keep the standard layout: what is saved is exactly what is in memory.
+        let dir = std::env::temp_dir().join(format!("suite-resnet-cl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let vars = suite_core::weights::varstore_tensors(&vs, |_| true);
+        assert!(vars.iter().all(|(_, t)| t.is_contiguous()));
+        let file = dir.join("model.safetensors");
+        suite_core::weights::save_safetensors(&file, &vars, None)?;
+        Tensor::write_safetensors(&vars, dir.join("checkpoint.safetensors"))?;
+        for path in [file, dir.join("checkpoint.safetensors")] {
+            let saved = suite_core::weights::read_safetensors(&path)?;
+            assert_eq!(saved.len(), vars.len());
+            for ((n1, a), (n2, b)) in saved.iter().zip(&vars) {
+                assert_eq!(n1, n2);
+                assert!(a.equal(b), "{n1} saved differs from memory");
+            }
+        }
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 }
