@@ -340,6 +340,41 @@ pub struct TrainArgs {
     pub dist_timeout: Option<u64>,
 }
 
+/// Inference precision on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum InferPrecision {
+    /// fp32 weights and activations.
+    #[default]
+    Fp32,
+    /// int8 linear layers (weights quantized once per output channel, activations per call), fp32 elsewhere.
+    Int8,
+}
+
+impl InferPrecision {
+    /// Runs `quantize` for `int8` (refused off the CPU) and says what it did; nothing for `fp32`.
+    pub fn apply(
+        self,
+        device: tch::Device,
+        quantize: impl FnOnce() -> anyhow::Result<suite_core::quant::QuantSummary>,
+    ) -> anyhow::Result<()> {
+        if self == Self::Fp32 {
+            return Ok(());
+        }
+        if device != tch::Device::Cpu {
+            anyhow::bail!("--precision int8 runs on the CPU (libtorch's int8 kernels); add --device cpu");
+        }
+        let s = quantize()?;
+        eprintln!(
+            "int8: {} linear layers, {:.1} M weights: {:.1} MB in fp32 → {:.1} MB in int8",
+            s.layers,
+            s.weights as f64 / 1e6,
+            s.fp32_bytes as f64 / 1e6,
+            s.int8_bytes as f64 / 1e6
+        );
+        Ok(())
+    }
+}
+
 /// Optimizer names on the command line.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OptimizerName {
@@ -469,6 +504,9 @@ pub struct PredictArgs {
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// `fp32`, or `int8`: linear layers in int8 (libtorch's dynamic quantization, per-channel weights; CPU).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: InferPrecision,
 }
 
 /// `suite export`.
@@ -572,6 +610,9 @@ pub struct TranscribeArgs {
     /// Decode each window without the previous text as its prompt.
     #[arg(long)]
     pub no_condition_on_previous_text: bool,
+    /// `fp32`, or `int8`: every linear layer in int8 (libtorch's dynamic quantization, per-channel weights; CPU).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: InferPrecision,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "auto")]
     pub device: String,

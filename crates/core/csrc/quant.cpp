@@ -18,6 +18,12 @@ struct Packed {
   c10::IValue params;
 };
 
+// libtorch warns that its quantized-tensor constructors are deprecated (in favour of torchao, a Python package);
+// the int8 kernels themselves are not, and a user cannot act on the warning, so it is kept off their terminal.
+struct Silent : c10::WarningHandler {
+  void process(const c10::Warning&) override {}
+};
+
 void fail(char* err, int len, const std::string& msg) {
   if (err && len > 0) {
     std::strncpy(err, msg.c_str(), static_cast<size_t>(len) - 1);
@@ -42,12 +48,20 @@ int guarded(char* err, int len, F&& f) {
 
 extern "C" {
 
-// Packs the quantized (qint8, per-tensor or per-channel) weight `qweight` [out, in] with the optional fp32 bias.
-int suite_qlinear_prepack(void* qweight, void* bias, void** out, char* err, int err_len) {
+// Quantizes the fp32 weight [out, in] to qint8 with zero points 0 and `scales` (double: one per row, or a single
+// one for per-tensor), then packs it with the optional fp32 bias.
+int suite_qlinear_prepack(void* weight, void* scales, void* bias, void** out, char* err, int err_len) {
   return guarded(err, err_len, [&] {
     static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("quantized::linear_prepack", "");
+    Silent silent;
+    c10::WarningUtils::WarningHandlerGuard quiet(&silent);
+    const auto& w = *static_cast<at::Tensor*>(weight);
+    const auto& s = *static_cast<at::Tensor*>(scales);
+    at::Tensor q = s.numel() == 1 && w.size(0) != 1
+                       ? at::quantize_per_tensor(w, s.item<double>(), 0, at::kQInt8)
+                       : at::quantize_per_channel(w, s, at::zeros({w.size(0)}, at::kLong), 0, at::kQInt8);
     torch::jit::Stack stack;
-    stack.emplace_back(*static_cast<at::Tensor*>(qweight));
+    stack.emplace_back(q);
     if (bias) {
       stack.emplace_back(*static_cast<at::Tensor*>(bias));
     } else {

@@ -14,7 +14,14 @@ use tch::{Device, Kind, Tensor};
 use crate::nn::{LayerVisitor, Linear, VisitLayers};
 
 extern "C" {
-    fn suite_qlinear_prepack(w: *mut c_void, b: *mut c_void, out: *mut *mut c_void, err: *mut c_char, n: c_int) -> c_int;
+    fn suite_qlinear_prepack(
+        w: *mut c_void,
+        scales: *mut c_void,
+        b: *mut c_void,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        n: c_int,
+    ) -> c_int;
     fn suite_qlinear_dynamic(
         packed: *mut c_void,
         x: *mut c_void,
@@ -52,24 +59,16 @@ pub enum WeightScheme {
     PerTensor,
 }
 
-/// Quantizes `weight` [out, in] to qint8, symmetric, with the scales PyTorch's weight observers compute:
-/// `max(|min|, |max|) / 127.5` (never below fp32's epsilon), zero point 0.
-pub fn quantize_weight(weight: &Tensor, scheme: WeightScheme) -> Tensor {
-    let w = weight.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-    let eps = f64::from(f32::EPSILON);
-    match scheme {
-        WeightScheme::PerTensor => {
-            let amax = w.abs().max().double_value(&[]) as f32;
-            let scale = f64::from((amax / 127.5).max(f32::EPSILON));
-            w.quantize_per_tensor(scale, 0, Kind::QInt8)
-        }
-        WeightScheme::PerChannel => {
-            let amax = w.abs().amax([1].as_slice(), false);
-            let scales = (amax / 127.5).clamp_min(eps).to_kind(Kind::Double);
-            let zeros = Tensor::zeros([w.size()[0]], (Kind::Int64, Device::Cpu));
-            w.quantize_per_channel(&scales, &zeros, 0, Kind::QInt8)
-        }
-    }
+/// The int8 scales of `weight` [out, in], as PyTorch's symmetric weight observers compute them:
+/// `max(|min|, |max|) / 127.5` (never below fp32's epsilon) per row, or one for the whole tensor; zero points are 0.
+pub fn weight_scales(weight: &Tensor, scheme: WeightScheme) -> Tensor {
+    let w = weight.detach().to_device(Device::Cpu).to_kind(Kind::Float);
+    let amax = match scheme {
+        WeightScheme::PerTensor => w.abs().max().view([1]),
+        WeightScheme::PerChannel => w.abs().amax([1].as_slice(), false),
+    };
+    // fp32 arithmetic as the observers, then double as `quantize_per_channel` takes it.
+    (amax / 127.5).clamp_min(f64::from(f32::EPSILON)).to_kind(Kind::Double)
 }
 
 /// A linear layer's weight and bias, quantized and prepacked for libtorch's int8 GEMM.
@@ -105,11 +104,14 @@ impl QuantizedLinear {
         if size.len() != 2 {
             bail!("int8 linear: the weight must be 2-D, got {size:?}");
         }
-        let mut q = quantize_weight(weight, scheme);
+        let mut w = weight.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+        let mut scales = weight_scales(&w, scheme);
         let mut b = bias.map(|b| b.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous());
         let mut handle = std::ptr::null_mut();
         let bptr = b.as_mut().map_or(std::ptr::null_mut(), |b| b.as_mut_ptr().cast());
-        call(|e, n| unsafe { suite_qlinear_prepack(q.as_mut_ptr().cast(), bptr, &mut handle, e, n) })?;
+        call(|e, n| unsafe {
+            suite_qlinear_prepack(w.as_mut_ptr().cast(), scales.as_mut_ptr().cast(), bptr, &mut handle, e, n)
+        })?;
         Ok(Self { handle, in_features: size[1], out_features: size[0] })
     }
 
@@ -171,7 +173,8 @@ pub fn quantize_dynamic(model: &mut dyn VisitLayers, scheme: WeightScheme) -> Re
                 return;
             }
             if layer.weight.device() != Device::Cpu {
-                self.error = Some(anyhow!("int8 inference runs on the CPU; {} is on {:?}", layer.name, layer.weight.device()));
+                self.error =
+                    Some(anyhow!("int8 inference runs on the CPU; {} is on {:?}", layer.name, layer.weight.device()));
                 return;
             }
             match QuantizedLinear::new(&layer.weight, layer.bias.as_ref(), self.scheme) {

@@ -26,7 +26,11 @@ print(json.dumps({"y": y.flatten().tolist(), "int_repr": w.int_repr().flatten().
 fn int8_linear_matches_pytorch_quantize_dynamic() {
     tch::manual_seed(3);
     let dir = tempfile::tempdir().unwrap();
-    let (w, b, x) = (Tensor::randn([48, 64], (Kind::Float, Device::Cpu)), Tensor::randn([48], (Kind::Float, Device::Cpu)), Tensor::randn([2, 5, 64], (Kind::Float, Device::Cpu)));
+    let (w, b, x) = (
+        Tensor::randn([48, 64], (Kind::Float, Device::Cpu)),
+        Tensor::randn([48], (Kind::Float, Device::Cpu)),
+        Tensor::randn([2, 5, 64], (Kind::Float, Device::Cpu)),
+    );
     let path = dir.path().join("lin.safetensors");
     Tensor::write_safetensors(&[("weight", &w), ("bias", &b), ("x", &x)], &path).unwrap();
     for (scheme, name) in [(WeightScheme::PerChannel, "per_channel"), (WeightScheme::PerTensor, "per_tensor")] {

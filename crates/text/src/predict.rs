@@ -233,6 +233,16 @@ impl TextPredictor {
         }
     }
 
+    /// Puts every linear layer of the encoder and head in int8 for CPU inference (libtorch's dynamic
+    /// quantization, per-channel weights; see [`suite_core::quant`]).
+    pub fn quantize_int8(&mut self) -> Result<suite_core::quant::QuantSummary> {
+        let model: &mut dyn suite_core::nn::VisitLayers = match &mut self.model {
+            Model::Sequence(t) => &mut t.model,
+            Model::Span(t) => &mut t.model,
+        };
+        suite_core::quant::quantize_dynamic(model, suite_core::quant::WeightScheme::PerChannel)
+    }
+
     /// Class or tag names in the order of the model's outputs (empty for QA).
     pub fn labels(&self) -> &[String] {
         &self.labels

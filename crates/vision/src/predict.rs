@@ -86,6 +86,12 @@ impl VisionPredictor {
         Self::load(&suite_core::runs::model_dir(run, which)?, device)
     }
 
+    /// Puts the linear layers (the classifier head; convolutions stay fp32, as in PyTorch's dynamic quantization)
+    /// in int8 for CPU inference.
+    pub fn quantize_int8(&mut self) -> Result<suite_core::quant::QuantSummary> {
+        suite_core::quant::quantize_dynamic(self.task.model.as_mut(), suite_core::quant::WeightScheme::PerChannel)
+    }
+
     /// Class names in the order of the model's outputs.
     pub fn labels(&self) -> &[String] {
         self.task.classes.names()

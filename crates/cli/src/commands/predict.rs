@@ -34,7 +34,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
         Domain::Vision => {}
     }
     let device = parse_device(&args.device)?;
-    let predictor = VisionPredictor::load_run(&args.run, &args.which, device)?;
+    let mut predictor = VisionPredictor::load_run(&args.run, &args.which, device)?;
+    args.precision.apply(device, || predictor.quantize_int8())?;
     let mut failed = 0;
     for chunk in args.inputs.chunks(BATCH) {
         // Local files decode as training reads them (no server size limits); a bad one is reported and skipped.

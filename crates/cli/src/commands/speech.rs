@@ -272,7 +272,10 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
         (None, Some(m)) => m.clone(),
         (None, None) => "whisper-base".to_string(),
     };
-    let loaded = load_for_inference(&spec, device)?;
+    let mut loaded = load_for_inference(&spec, device)?;
+    args.precision.apply(device, || {
+        suite_core::quant::quantize_dynamic(&mut loaded.model, suite_core::quant::WeightScheme::PerChannel)
+    })?;
     if let Some(lang) = &args.language {
         loaded.tokenizer.prompt(lang, task.into()).with_context(|| format!("--language {lang}"))?;
     }

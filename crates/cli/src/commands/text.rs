@@ -377,7 +377,8 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
         bail!("suite predict text reads one file (or stdin); got {} inputs", args.inputs.len());
     }
     let device = parse_device(&args.device)?;
-    let predictor = TextPredictor::load_run(&args.run, &args.which, device)?;
+    let mut predictor = TextPredictor::load_run(&args.run, &args.which, device)?;
+    args.precision.apply(device, || predictor.quantize_int8())?;
     let (name, lines, inputs) = read_inputs(args.inputs.first().map(PathBuf::as_path))?;
     // Every input is checked before any is answered, so a bad line stops the job before it prints anything.
     for (line, input) in lines.iter().zip(&inputs) {
