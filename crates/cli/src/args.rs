@@ -480,6 +480,10 @@ pub struct EvalArgs {
     /// pretraining run's "before" score on an instruction set needs it).
     #[arg(long)]
     pub eval_generate: Option<usize>,
+    /// `fp32`, or `int8`: linear layers in int8 (libtorch's dynamic quantization, per-channel weights; CPU), to
+    /// see what int8 costs in quality.
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: InferPrecision,
 }
 
 /// `suite predict`.
@@ -613,6 +617,10 @@ pub struct TranscribeArgs {
     /// `fp32`, or `int8`: every linear layer in int8 (libtorch's dynamic quantization, per-channel weights; CPU).
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: InferPrecision,
+    /// Print `timings: {"load_s", "compute_s"}` on stderr at the end (model loading vs decoding and
+    /// transcription), for `suite bench transcribe`.
+    #[arg(long, hide = true)]
+    pub timings: bool,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -621,8 +629,8 @@ pub struct TranscribeArgs {
 /// `suite bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Benchmark: `resnet50-step`, `head-only`, `minilm-step`, `whisper-step`, `sft-step`, `generate`, `serve` or
-    /// `ddp`.
+    /// Benchmark: `resnet50-step`, `head-only`, `minilm-step`, `whisper-step`, `sft-step`, `generate`, `serve`,
+    /// `ddp` or `transcribe`.
     pub name: String,
     /// Timed iterations (default 10; whisper-step 3, sft-step and generate 5, whose steps take seconds on a CPU).
     #[arg(long)]

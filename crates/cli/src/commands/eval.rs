@@ -27,6 +27,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let mut task = load_timm_layout(&model_dir(&args.run, &args.which)?, device)?;
     task.inputs = Inputs::Pixels;
+    args.precision.apply(device, || {
+        suite_core::quant::quantize_dynamic(task.model.as_mut(), suite_core::quant::WeightScheme::PerChannel)
+    })?;
     let samples = match &args.data {
         Some(d) if d.is_file() => load_manifest(d, Some(&task.classes))?.1,
         Some(d) if d.join("val").is_dir() || d.join("test").is_dir() => {

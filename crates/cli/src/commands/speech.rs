@@ -164,8 +164,11 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         "base" => cfg.model.clone(),
         which => speech_model_dir(&args.run, which)?.display().to_string(),
     };
-    let loaded = load_for_inference(&spec, device)?;
+    let mut loaded = load_for_inference(&spec, device)?;
     eprintln!("model: {}", loaded.description);
+    args.precision.apply(device, || {
+        suite_core::quant::quantize_dynamic(&mut loaded.model, suite_core::quant::WeightScheme::PerChannel)
+    })?;
     let clips = match &args.data {
         Some(d) => labelled_clips(&read_speech_data(d, None)?, d, &loaded.tokenizer, &cfg)?,
         None => speech_splits(&cfg, &loaded.tokenizer, job.train.seed)?.1,
@@ -267,6 +270,7 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("--output-dir {}: cannot create it", dir.display()))?;
     }
     let device = parse_device(&args.device)?;
+    let started = std::time::Instant::now();
     let spec = match (&args.run, &args.model) {
         (Some(run), _) => speech_model_dir(run, &args.which)?.display().to_string(),
         (None, Some(m)) => m.clone(),
@@ -282,6 +286,7 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
     let mel = LogMel::new(MelConfig::whisper(loaded.model.config.num_mel_bins));
     let several = args.files.len() > 1;
     let mut failed = 0;
+    let loaded_at = std::time::Instant::now();
     for file in &args.files {
         let shown = file.display().to_string();
         let result = load_audio(file).and_then(|samples| {
@@ -316,6 +321,10 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
             }
             failed += 1;
         }
+    }
+    if args.timings {
+        let (load, compute) = ((loaded_at - started).as_secs_f64(), loaded_at.elapsed().as_secs_f64());
+        eprintln!("timings: {}", serde_json::json!({"load_s": load, "compute_s": compute}));
     }
     if failed > 0 {
         bail!("{failed} of {} file(s) could not be transcribed", args.files.len());

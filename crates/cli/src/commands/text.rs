@@ -219,6 +219,9 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let dir = model_dir(&args.run, &args.which)?;
     if cfg.task == TextTaskKind::Sft {
+        if args.precision == crate::args::InferPrecision::Int8 {
+            bail!("--precision int8 is not available for language models (SFT runs) yet");
+        }
         if let Some(n) = args.eval_generate {
             cfg.eval_generate = n;
         }
@@ -233,7 +236,10 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     if args.eval_generate.is_some() {
         bail!("--eval-generate applies to SFT runs; {} is a {:?} run", args.run.display(), cfg.task);
     }
-    let (vs, model, labels, multi_label) = load_trained(&dir, cfg.task, device)?;
+    let (vs, mut model, labels, multi_label) = load_trained(&dir, cfg.task, device)?;
+    args.precision.apply(device, || {
+        suite_core::quant::quantize_dynamic(&mut model, suite_core::quant::WeightScheme::PerChannel)
+    })?;
     let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
     let lc = loader_config(args.batch_size);
     let metrics = match cfg.task {
