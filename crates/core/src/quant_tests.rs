@@ -4,7 +4,8 @@ use super::*;
 use crate::nn::Linear;
 
 /// `torch.ao.quantization.quantize_dynamic` of one nn.Linear with the weights in argv[1], applied to the input in
-/// the same file; argv[2] = per_channel | per_tensor. Prints the output as a JSON list.
+/// the same file through `quantized::linear_dynamic` with `reduce_range` = argv[3]; argv[2] = per_channel |
+/// per_tensor. Prints the output, the int8 weights and the fp32 output.
 const REFERENCE: &str = r#"
 import sys, json, torch
 from safetensors.torch import load_file
@@ -16,7 +17,8 @@ with torch.no_grad():
 qconfig = per_channel_dynamic_qconfig if sys.argv[2] == "per_channel" else default_dynamic_qconfig
 q = quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear: qconfig}, dtype=torch.qint8)
 with torch.no_grad():
-    y = q(t["x"])
+    packed = q[0]._packed_params._packed_params
+    y = torch.ops.quantized.linear_dynamic(t["x"], packed, reduce_range=sys.argv[3] == "1")
 w = q[0].weight()
 print(json.dumps({"y": y.flatten().tolist(), "int_repr": w.int_repr().flatten().tolist(),
                   "fp32": lin(t["x"]).flatten().tolist()}))
@@ -33,10 +35,17 @@ fn int8_linear_matches_pytorch_quantize_dynamic() {
     );
     let path = dir.path().join("lin.safetensors");
     Tensor::write_safetensors(&[("weight", &w), ("bias", &b), ("x", &x)], &path).unwrap();
-    for (scheme, name) in [(WeightScheme::PerChannel, "per_channel"), (WeightScheme::PerTensor, "per_tensor")] {
-        let out = crate::python::run_python(REFERENCE, &[path.to_str().unwrap(), name]).unwrap();
+    let cases = [
+        (WeightScheme::PerChannel, "per_channel", true),
+        (WeightScheme::PerChannel, "per_channel", false),
+        (WeightScheme::PerTensor, "per_tensor", true),
+    ];
+    for (scheme, name, reduce) in cases {
+        let rr = if reduce { "1" } else { "0" };
+        let out = crate::python::run_python(REFERENCE, &[path.to_str().unwrap(), name, rr]).unwrap();
         let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-        let q = QuantizedLinear::new(&w, Some(&b), scheme).unwrap();
+        let mut q = QuantizedLinear::new(&w, Some(&b), scheme).unwrap();
+        q.reduce_range = reduce;
         let y = q.forward(&x).unwrap();
         assert_eq!(y.size(), vec![2, 5, 48]);
         let ours: Vec<f32> = Vec::try_from(y.flatten(0, -1)).unwrap();
