@@ -5,6 +5,8 @@
 //
 // Every entry point returns 0, or 1 with a message in `err`: no C++ exception crosses into Rust.
 #include <ATen/ATen.h>
+
+#include "guarded.h"
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -17,32 +19,14 @@
 
 namespace {
 
+using suite::guarded;
+
 struct Group {
   // The raw store (heartbeats and run-level keys live under their own prefix in it) and the group's backend.
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout;
 };
-
-void fail(char* err, int len, const std::string& msg) {
-  if (err && len > 0) {
-    std::strncpy(err, msg.c_str(), static_cast<size_t>(len) - 1);
-    err[len - 1] = 0;
-  }
-}
-
-template <typename F>
-int guarded(char* err, int len, F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    fail(err, len, e.what());
-  } catch (...) {
-    fail(err, len, "unknown C++ exception");
-  }
-  return 1;
-}
 
 std::vector<at::Tensor> tensors(void** ptrs, int n) {
   std::vector<at::Tensor> out;

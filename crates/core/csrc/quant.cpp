@@ -4,6 +4,8 @@
 // TorchBind operators that tch does not bind, so they are called through the dispatcher here; the packed weight is
 // a TorchBind object kept in an IValue. crates/core/src/quant.rs is the Rust side.
 #include <ATen/ATen.h>
+
+#include "guarded.h"
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/ivalue.h>
 #include <ATen/core/stack.h>
@@ -14,6 +16,8 @@
 
 namespace {
 
+using suite::guarded;
+
 struct Packed {
   c10::IValue params;
 };
@@ -23,26 +27,6 @@ struct Packed {
 struct Silent : c10::WarningHandler {
   void process(const c10::Warning&) override {}
 };
-
-void fail(char* err, int len, const std::string& msg) {
-  if (err && len > 0) {
-    std::strncpy(err, msg.c_str(), static_cast<size_t>(len) - 1);
-    err[len - 1] = 0;
-  }
-}
-
-template <typename F>
-int guarded(char* err, int len, F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    fail(err, len, e.what());
-  } catch (...) {
-    fail(err, len, "unknown C++ exception");
-  }
-  return 1;
-}
 
 }  // namespace
 

@@ -51,10 +51,12 @@ mod serve;
 #[path = "bench_transcribe.rs"]
 mod transcribe;
 
-const RESNET50_STEP_PY: &str = include_str!("../../bench/resnet50_step.py");
+// The step scripts share bench/rss.py's memory helpers, prepended to each.
+const RESNET50_STEP_PY: &str =
+    concat!(include_str!("../../bench/rss.py"), include_str!("../../bench/resnet50_step.py"));
 const HEAD_ONLY_PY: &str = include_str!("../../bench/head_only.py");
-const MINILM_STEP_PY: &str = include_str!("../../bench/minilm_step.py");
-const WHISPER_STEP_PY: &str = include_str!("../../bench/whisper_step.py");
+const MINILM_STEP_PY: &str = concat!(include_str!("../../bench/rss.py"), include_str!("../../bench/minilm_step.py"));
+const WHISPER_STEP_PY: &str = concat!(include_str!("../../bench/rss.py"), include_str!("../../bench/whisper_step.py"));
 
 /// The benchmarks `suite bench` runs.
 const BENCHMARKS: &[&str] = &[

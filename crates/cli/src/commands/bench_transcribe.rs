@@ -168,13 +168,7 @@ fn suite_side(ct2: &Path, files: &[PathBuf], beam: usize, precision: &str) -> Re
     cmd.args(["--beam", &beam.to_string(), "--precision", precision, "--device", "cpu", "--timings"]);
     let (_, stderr, wall, rss) = measured(cmd)?;
     let line = stderr.lines().rev().find_map(|l| l.strip_prefix("timings: ")).context("suite printed no timings")?;
-    let t: Value = serde_json::from_str(line)?;
-    Ok(Measure {
-        wall_s: wall,
-        load_s: t["load_s"].as_f64().unwrap_or(f64::NAN),
-        compute_s: t["compute_s"].as_f64().unwrap_or(f64::NAN),
-        peak_rss_mib: rss,
-    })
+    measure(wall, rss, line)
 }
 
 fn fw_side(
@@ -191,13 +185,14 @@ fn fw_side(
     cmd.env("OMP_NUM_THREADS", threads.to_string());
     let (stdout, _, wall, rss) = measured(cmd)?;
     let line = stdout.lines().rev().find(|l| l.starts_with('{')).context("faster-whisper printed no JSON")?;
-    let t: Value = serde_json::from_str(line)?;
-    Ok(Measure {
-        wall_s: wall,
-        load_s: t["load_s"].as_f64().unwrap_or(f64::NAN),
-        compute_s: t["compute_s"].as_f64().unwrap_or(f64::NAN),
-        peak_rss_mib: rss,
-    })
+    measure(wall, rss, line)
+}
+
+/// A measurement from the process's wall time and peak memory and the `{"load_s", "compute_s"}` it printed.
+fn measure(wall_s: f64, peak_rss_mib: f64, timings: &str) -> Result<Measure> {
+    let t: Value = serde_json::from_str(timings).with_context(|| format!("timings: {timings}"))?;
+    let get = |k: &str| t[k].as_f64().unwrap_or(f64::NAN);
+    Ok(Measure { wall_s, load_s: get("load_s"), compute_s: get("compute_s"), peak_rss_mib })
 }
 
 fn fw_version() -> String {
