@@ -574,7 +574,8 @@ fn bench_vision(env: &Env, run: Option<&Path>, tmp: &Path) -> Result<ModelReport
 // ---------------------------------------------------------------------------------------------------------------
 // speech
 
-fn bench_speech(env: &Env, tmp: &Path) -> Result<SpeechReport> {
+/// The LibriVox test WAVs of the pocketsphinx asset, in name order (the speech benchmarks' audio).
+pub(super) fn librivox_wavs() -> Result<Vec<PathBuf>> {
     let dir = suite_core::cache::asset("pocketsphinx-testdata/usr/share/pocketsphinx/test/data/librivox");
     let mut wavs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("{}: LibriVox test data not found (run scripts/setup.sh)", dir.display()))?
@@ -585,6 +586,11 @@ fn bench_speech(env: &Env, tmp: &Path) -> Result<SpeechReport> {
     if wavs.is_empty() {
         bail!("{}: no WAV files", dir.display());
     }
+    Ok(wavs)
+}
+
+fn bench_speech(env: &Env, tmp: &Path) -> Result<SpeechReport> {
+    let wavs = librivox_wavs()?;
     let mut durations = Vec::new();
     let mut reqs = Vec::new();
     for w in &wavs {

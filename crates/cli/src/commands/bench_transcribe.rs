@@ -16,7 +16,6 @@ use serde_json::Value;
 use crate::args::BenchArgs;
 
 const FW_PY: &str = include_str!("../../bench/transcribe_fw.py");
-const LIBRIVOX: &str = "pocketsphinx-testdata/usr/share/pocketsphinx/test/data/librivox";
 
 /// One side of one configuration.
 #[derive(Debug, Clone, Copy, Serialize, Default)]
@@ -48,13 +47,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let reps = args.iters.unwrap_or(1).max(1);
     let tmp = tempfile::tempdir()?;
     let ct2 = super::serve::ct2_folder(&tmp.path().join("whisper-base-ct2"))?;
-    let dir = suite_core::cache::asset(LIBRIVOX);
-    let mut wavs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("{}: the LibriVox asset is missing (run scripts/setup.sh)", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wav"))
-        .collect();
-    wavs.sort();
+    let wavs = super::serve::librivox_wavs()?;
     let long = tmp.path().join("joined.wav");
     let seconds = join_wavs(&wavs, 6, &long)?;
     let script = tmp.path().join("transcribe_fw.py");
