@@ -1,5 +1,5 @@
 //! Compiles the C++ shims (csrc/: bf16 autocast, fused AdamW, activation checkpointing, c10d process groups,
-//! int8 dynamic quantization)
+//! int8 dynamic quantization, the Kineto operator profiler)
 //! against the libtorch headers that torch-sys uses.
 //!
 //! The torch wheel ships c10d's headers but not those of Gloo, which `ProcessGroupGloo.hpp` includes; Debian's
@@ -13,6 +13,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/fused_adamw.cpp");
     println!("cargo:rerun-if-changed=csrc/dist.cpp");
     println!("cargo:rerun-if-changed=csrc/quant.cpp");
+    println!("cargo:rerun-if-changed=csrc/profiler.cpp");
     println!("cargo:rerun-if-changed=csrc/guarded.h");
     println!("cargo:rerun-if-env-changed=SUITE_CACHE");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
@@ -32,6 +33,7 @@ fn main() {
         .file("csrc/fused_adamw.cpp")
         .file("csrc/dist.cpp")
         .file("csrc/quant.cpp")
+        .file("csrc/profiler.cpp")
         .include(libtorch.join("include"))
         .include(libtorch.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")

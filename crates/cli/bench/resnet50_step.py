@@ -15,6 +15,8 @@ p.add_argument("--size", type=int, default=224)
 p.add_argument("--classes", type=int, default=10)
 p.add_argument("--warmup", type=int, default=2)
 p.add_argument("--iters", type=int, default=10)
+p.add_argument("--profile", help="also write a Chrome trace of --profile-steps more steps here")
+p.add_argument("--profile-steps", type=int, default=3)
 p.add_argument("--lr", type=float, default=1e-3)
 p.add_argument("--weight-decay", type=float, default=0.01)
 p.add_argument("--threads", type=int, required=True)
@@ -77,6 +79,8 @@ if cuda:
 elapsed = time.perf_counter() - start
 peak_rss_mib = status_mib("VmHWM") - base_rss
 
+if a.profile:
+    profile_steps(step, a.profile, a.profile_steps, cuda)
 print(json.dumps({
     "seconds": elapsed,
     "images_per_sec": a.batch * a.iters / elapsed,

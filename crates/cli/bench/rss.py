@@ -1,5 +1,5 @@
-"""Peak-memory helpers prepended to the PyTorch side of the step benchmarks (resnet50_step.py, minilm_step.py,
-whisper_step.py) by `suite bench`, so that all three measure memory as suite's `RssWatch` does."""
+"""Helpers prepended to the PyTorch side of the step benchmarks (resnet50_step.py, minilm_step.py, whisper_step.py)
+by `suite bench`: peak memory measured as suite's `RssWatch` does, and `--profile` run as suite's side runs it."""
 
 
 def status_mib(key):
@@ -22,3 +22,16 @@ def start_rss_watch():
     return status_mib("VmRSS")
 
 
+
+
+def profile_steps(step, path, steps, cuda):
+    """`suite bench … --profile`: after the timed steps, `steps` more under torch.profiler (CPU operator events, and
+    CUDA kernels on a GPU), as suite's side records them with libtorch's profiler; the Chrome trace goes to `path`."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+    prof.export_chrome_trace(path)

@@ -21,6 +21,8 @@ p.add_argument("--batch-file", required=True)
 p.add_argument("--wavs", required=True, help="comma-separated 16 kHz mono 16-bit WAV files")
 p.add_argument("--warmup", type=int, default=2)
 p.add_argument("--iters", type=int, default=3)
+p.add_argument("--profile", help="also write a Chrome trace of --profile-steps more steps here")
+p.add_argument("--profile-steps", type=int, default=3)
 p.add_argument("--lr", type=float, default=1e-5)
 p.add_argument("--weight-decay", type=float, default=0.0)
 p.add_argument("--threads", type=int, required=True)
@@ -108,6 +110,8 @@ for _ in range(a.iters):
 sync()
 elapsed = time.perf_counter() - start
 peak_rss_mib = status_mib("VmHWM") - base_rss
+if a.profile:
+    profile_steps(step, a.profile, a.profile_steps, cuda)
 print(json.dumps({
     "seconds": elapsed,
     "images_per_sec": batch * a.iters / elapsed,

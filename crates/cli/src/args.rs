@@ -647,6 +647,10 @@ pub struct BenchArgs {
     /// `serve`: the vision run to serve (default: a head-only EfficientNet-Lite0 fine-tune on generated images).
     #[arg(long)]
     pub vision_run: Option<PathBuf>,
+    /// `resnet50-step`, `minilm-step`, `whisper-step`: after the timed steps, profile 3 more on each side with
+    /// libtorch's profiler and write both Chrome traces and the op-by-op comparison (`ops.md`, `ops.json`) here.
+    #[arg(long, value_name = "DIR")]
+    pub profile: Option<PathBuf>,
 }
 
 /// `suite serve`.
@@ -697,6 +701,9 @@ pub struct ServeArgs {
     /// libtorch threads (default: libtorch's own choice).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// `int8`: every model's linear layers in int8 (libtorch's dynamic quantization; CPU).
+    #[arg(long, value_enum, default_value_t)]
+    pub precision: InferPrecision,
 }
 
 /// Which language model `suite generate` and `suite chat` use: a run's model or a model folder (one of them).

@@ -16,6 +16,7 @@ pub mod nn;
 pub mod optim;
 pub mod peft;
 pub mod predict;
+pub mod profile;
 pub mod python;
 pub mod quant;
 pub mod runs;

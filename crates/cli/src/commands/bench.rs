@@ -151,16 +151,28 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--iters must be at least 1");
     }
     let device = Device::cuda_if_available();
+    let profile = match (&args.profile, args.name.as_str()) {
+        (None, _) => None,
+        (Some(dir), "resnet50-step" | "minilm-step" | "whisper-step") => {
+            std::fs::create_dir_all(dir).with_context(|| format!("--profile: creating {}", dir.display()))?;
+            Some(Profile { dir: dir.clone() })
+        }
+        (Some(_), other) => bail!("--profile is for resnet50-step, minilm-step and whisper-step, not {other}"),
+    };
+    let p = profile.as_ref();
     let report = match args.name.as_str() {
-        "resnet50-step" => resnet50_step(iters, device)?,
+        "resnet50-step" => resnet50_step(iters, device, p)?,
         "head-only" => head_only(iters, device)?,
-        "minilm-step" => minilm_step(iters, device)?,
-        "whisper-step" => whisper_step(iters, device)?,
+        "minilm-step" => minilm_step(iters, device, p)?,
+        "whisper-step" => whisper_step(iters, device, p)?,
         "sft-step" => lm::sft_step(iters, device)?,
         "generate" => lm::generate(iters, device)?,
         other => bail!("unknown benchmark {other:?}; known: {}", BENCHMARKS.join(", ")),
     };
     print_table(&report);
+    if let Some(p) = &profile {
+        p.compare(&report.benchmark)?;
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
@@ -258,11 +270,12 @@ fn status_mib(key: &str) -> f64 {
 // ---------------------------------------------------------------------------------------------------------------
 // resnet50-step
 
-fn resnet50_step(iters: usize, device: Device) -> Result<Report> {
+fn resnet50_step(iters: usize, device: Device, profile: Option<&Profile>) -> Result<Report> {
     eprintln!("suite: {RESNET_WARMUP} warm-up + {iters} ResNet-50 training steps…");
-    let suite = resnet50_step_suite(iters, device)?;
+    let suite = resnet50_step_suite(iters, device, profile)?;
     eprintln!("PyTorch eager: the same…");
     let mut py_args = thread_args(device);
+    py_args.extend(profile.map(Profile::python_args).unwrap_or_default());
     for (k, v) in [
         ("--batch", RESNET_BATCH.to_string()),
         ("--classes", RESNET_CLASSES.to_string()),
@@ -301,7 +314,7 @@ fn resnet50_step(iters: usize, device: Device) -> Result<Report> {
 
 /// suite's side: the registry's ResNet-50 on a VarStore, suite's parameter groups and AdamW, the step the trainer
 /// does (forward, loss, backward, optimizer step, zero_grad, reading the loss).
-fn resnet50_step_suite(iters: usize, device: Device) -> Result<Side> {
+fn resnet50_step_suite(iters: usize, device: Device, profile: Option<&Profile>) -> Result<Side> {
     tch::manual_seed(0);
     let rss = RssWatch::start();
     let vs = VarStore::new(device);
@@ -312,9 +325,103 @@ fn resnet50_step_suite(iters: usize, device: Device) -> Result<Side> {
     let mut forward = || model.forward_t(&x, true).cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
     let mut side =
         time_training(iters, RESNET_WARMUP, RESNET_BATCH as usize, device, &mut forward, optimizer.as_mut(), LR);
+    if let Some(p) = profile {
+        p.steps(device, &mut forward, optimizer.as_mut(), LR)?;
+    }
     side.extra["optimizer_impl"] = "suite_core::optim::AdamW (libtorch fused kernel)".into();
     side.extra["peak_rss_mib"] = rss.peak_added_mib().into();
     Ok(side)
+}
+
+/// `--profile DIR`: both sides profile [`PROFILE_STEPS`] steps after their timed ones, with libtorch's profiler
+/// (the same Kineto recorder on both sides), into `DIR/suite.json` and `DIR/pytorch.json`; then the op-by-op table.
+struct Profile {
+    dir: PathBuf,
+}
+
+/// Steps each side profiles.
+const PROFILE_STEPS: usize = 3;
+
+impl Profile {
+    fn suite_trace(&self) -> PathBuf {
+        self.dir.join("suite.json")
+    }
+
+    fn pytorch_trace(&self) -> PathBuf {
+        self.dir.join("pytorch.json")
+    }
+
+    fn python_args(&self) -> Vec<String> {
+        vec![
+            "--profile".into(),
+            self.pytorch_trace().display().to_string(),
+            "--profile-steps".into(),
+            PROFILE_STEPS.to_string(),
+        ]
+    }
+
+    /// Runs and profiles [`PROFILE_STEPS`] training steps as [`time_training`] runs them.
+    fn steps(
+        &self,
+        device: Device,
+        forward: &mut dyn FnMut() -> Tensor,
+        optimizer: &mut dyn suite_core::optim::Optimizer,
+        lr: f64,
+    ) -> Result<()> {
+        let profiler = suite_core::profile::Profiler::start(device.is_cuda())?;
+        for _ in 0..PROFILE_STEPS {
+            let loss = forward();
+            loss.backward();
+            optimizer.step(lr);
+            optimizer.zero_grad();
+            loss.double_value(&[]);
+        }
+        profiler.save(&self.suite_trace())
+    }
+
+    /// Prints the operators whose self time per step differs most between the sides, and writes the whole table.
+    fn compare(&self, benchmark: &str) -> Result<()> {
+        use suite_core::profile::{compare, OpTable};
+        let a = OpTable::from_trace(&self.suite_trace())?;
+        let b = OpTable::from_trace(&self.pytorch_trace())?;
+        let rows = compare(&a, PROFILE_STEPS, &b, PROFILE_STEPS);
+        let n = PROFILE_STEPS as f64;
+        let mut md = format!(
+            "# `suite bench {benchmark} --profile`: self time per step by operator ({PROFILE_STEPS} profiled \
+             steps per side)\n\noperators in all: suite {:.1} ms/step, PyTorch {:.1} ms/step\n\n\
+             | operator | suite ms | PyTorch ms | suite − PyTorch | suite calls | PyTorch calls |\n\
+             |---|---:|---:|---:|---:|---:|\n",
+            a.op_us / 1e3 / n,
+            b.op_us / 1e3 / n
+        );
+        for r in &rows {
+            md += &format!(
+                "| `{}` | {:.2} | {:.2} | {:+.2} | {} | {} |\n",
+                r.name,
+                r.a_ms,
+                r.b_ms,
+                r.a_ms - r.b_ms,
+                r.a_calls,
+                r.b_calls
+            );
+        }
+        std::fs::write(self.dir.join("ops.md"), md)?;
+        std::fs::write(self.dir.join("ops.json"), serde_json::to_string_pretty(&rows)? + "\n")?;
+        println!();
+        println!(
+            "profile ({PROFILE_STEPS} steps per side): time in operators {:.1} ms/step in suite, {:.1} in PyTorch; \
+             largest differences in self time:",
+            a.op_us / 1e3 / n,
+            b.op_us / 1e3 / n
+        );
+        println!("{:<60}{:>10}{:>10}{:>9}{:>9}", "operator", "suite ms", "torch ms", "calls", "calls");
+        for r in rows.iter().take(20) {
+            let name: String = r.name.chars().take(58).collect();
+            println!("{name:<60}{:>10.2}{:>10.2}{:>9}{:>9}", r.a_ms, r.b_ms, r.a_calls, r.b_calls);
+        }
+        println!("written {} (the whole table), the Chrome traces suite.json and pytorch.json", self.dir.join("ops.md").display());
+        Ok(())
+    }
 }
 
 /// Times training steps as the trainer runs them (forward with the loss, backward, optimizer step, zero_grad,
@@ -384,12 +491,13 @@ const MINILM_SEQ: i64 = 128;
 const MINILM_LABELS: i64 = 2;
 const MINILM_LR: f64 = 5e-5;
 
-fn minilm_step(iters: usize, device: Device) -> Result<Report> {
+fn minilm_step(iters: usize, device: Device, profile: Option<&Profile>) -> Result<Report> {
     let files = suite_text::models::resolve_text_model(suite_text::models::DEFAULT_TEXT_MODEL)?;
     eprintln!("suite: {RESNET_WARMUP} warm-up + {iters} all-MiniLM-L6-v2 classification training steps…");
-    let suite = minilm_step_suite(&files, iters, device)?;
+    let suite = minilm_step_suite(&files, iters, device, profile)?;
     eprintln!("PyTorch eager (transformers): the same…");
     let mut py_args = thread_args(device);
+    py_args.extend(profile.map(Profile::python_args).unwrap_or_default());
     for (k, v) in [
         ("--model", files.dir.display().to_string()),
         ("--batch", MINILM_BATCH.to_string()),
@@ -429,7 +537,12 @@ fn minilm_step(iters: usize, device: Device) -> Result<Report> {
     })
 }
 
-fn minilm_step_suite(files: &suite_text::models::TextModelFiles, iters: usize, device: Device) -> Result<Side> {
+fn minilm_step_suite(
+    files: &suite_text::models::TextModelFiles,
+    iters: usize,
+    device: Device,
+    profile: Option<&Profile>,
+) -> Result<Side> {
     use suite_text::models::{EncoderConfig, Head, TextModel};
     tch::manual_seed(0);
     let rss = RssWatch::start();
@@ -447,6 +560,9 @@ fn minilm_step_suite(files: &suite_text::models::TextModelFiles, iters: usize, d
         || model.forward(&ids, &types, &mask, true).cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
     let mut side =
         time_training(iters, RESNET_WARMUP, MINILM_BATCH as usize, device, &mut forward, optimizer.as_mut(), MINILM_LR);
+    if let Some(p) = profile {
+        p.steps(device, &mut forward, optimizer.as_mut(), MINILM_LR)?;
+    }
     side.extra["optimizer_impl"] = "suite_core::optim::AdamW (libtorch fused kernel)".into();
     side.extra["peak_rss_mib"] = rss.peak_added_mib().into();
     Ok(side)
@@ -457,7 +573,7 @@ fn minilm_step_suite(files: &suite_text::models::TextModelFiles, iters: usize, d
 
 const WHISPER_LR: f64 = 1e-5;
 
-fn whisper_step(iters: usize, device: Device) -> Result<Report> {
+fn whisper_step(iters: usize, device: Device, profile: Option<&Profile>) -> Result<Report> {
     use suite_speech::task::SpeechBatch;
     let tmp = TempDir::new()?;
     let (batch, wavs) = super::speech::bench_batch()?;
@@ -490,13 +606,18 @@ fn whisper_step(iters: usize, device: Device) -> Result<Report> {
                 0.0,
             )
         };
-        time_training(iters, RESNET_WARMUP, n, device, &mut forward, optimizer.as_mut(), WHISPER_LR)
+        let side = time_training(iters, RESNET_WARMUP, n, device, &mut forward, optimizer.as_mut(), WHISPER_LR);
+        if let Some(p) = profile {
+            p.steps(device, &mut forward, optimizer.as_mut(), WHISPER_LR)?;
+        }
+        side
     };
     suite.extra["rtf"] = rtf.into();
     suite.extra["peak_rss_mib"] = rss.peak_added_mib().into();
     suite.extra["optimizer_impl"] = "suite_core::optim::AdamW (libtorch fused kernel)".into();
     eprintln!("PyTorch eager (transformers): the same…");
     let mut py_args = thread_args(device);
+    py_args.extend(profile.map(Profile::python_args).unwrap_or_default());
     let wav_list = wavs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
     for (k, v) in [
         ("--model", hub.display().to_string()),
