@@ -14,15 +14,20 @@ pub struct ParamGroup {
     pub weight_decay: f64,
 }
 
-/// Zeroes (and detaches) the gradient of every parameter in `groups`; shared by the optimizers.
+extern "C" {
+    fn suite_clear_grads(params: *const *const std::ffi::c_void, n: i32);
+}
+
+/// Drops the gradient of every parameter in `groups` (PyTorch's `zero_grad(set_to_none=True)`, its default since
+/// 2.0, which transformers' Trainer uses); shared by the optimizers. The next backward pass then stores its
+/// gradient instead of adding it to a tensor of zeros, and a parameter that gets no gradient in a step is skipped
+/// by the optimizer step, as in PyTorch.
 pub(crate) fn zero_grads(groups: &[ParamGroup]) {
-    for (_, p) in groups.iter().flat_map(|g| &g.params) {
-        let mut grad = p.grad();
-        if grad.defined() {
-            let _ = grad.detach_();
-            let _ = grad.zero_();
-        }
-    }
+    let params: Vec<*const std::ffi::c_void> =
+        groups.iter().flat_map(|g| &g.params).map(|(_, p)| p.as_ptr() as *const std::ffi::c_void).collect();
+    // SAFETY: every pointer is a live at::Tensor owned by `groups` for the duration of the call; resetting a
+    // tensor's grad field cannot throw.
+    unsafe { suite_clear_grads(params.as_ptr(), params.len() as i32) };
 }
 
 /// A learning-rate multiplier for every parameter whose name starts with `prefix`; the first matching rule wins.

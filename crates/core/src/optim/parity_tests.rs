@@ -130,3 +130,62 @@ fn clipping_bounds_the_global_norm() {
     let again = clip_grad_norm(&groups, 5.0);
     assert!((again - after).abs() < 1e-5);
 }
+
+/// `zero_grad` drops gradients (PyTorch's `set_to_none=True`): a parameter left out of a step's loss has no
+/// gradient and is not moved by that step (no weight decay, no momentum), exactly as in torch.optim.
+#[test]
+fn a_parameter_without_a_gradient_is_skipped_as_in_torch() {
+    let _rng = crate::device::torch_rng_lock();
+    tch::manual_seed(4);
+    // Matrices: param_groups exempts rank-1 tensors from weight decay.
+    let init = Tensor::randn([2, 3, 5], (Kind::Float, Device::Cpu));
+    let grads = Tensor::randn([6, 2, 3, 5], (Kind::Float, Device::Cpu));
+    let dir = tempfile::tempdir().unwrap();
+    Tensor::write_safetensors(&[("init", &init), ("grads", &grads)], dir.path().join("in.safetensors")).unwrap();
+    for (fused, ctor) in [(true, "fused=True"), (false, "foreach=False")] {
+        let vs = VarStore::new(Device::Cpu);
+        let w = vs.root().var_copy("w", &init.get(0));
+        let u = vs.root().var_copy("u", &init.get(1));
+        let groups = param_groups(&vs, &[], 0.1);
+        let mut o: Box<dyn Optimizer> = if fused {
+            Box::new(AdamW::new(groups, 0.9, 0.999, 1e-8))
+        } else {
+            Box::new(AdamW::new(groups, 0.9, 0.999, 1e-8).per_tensor())
+        };
+        for i in 0..6i64 {
+            o.zero_grad();
+            assert!(!w.grad().defined() && !u.grad().defined(), "zero_grad leaves no gradient");
+            // u takes part in even steps only.
+            let mut loss = (&w * grads.get(i).get(0)).sum(Kind::Float);
+            if i % 2 == 0 {
+                loss = loss + (&u * grads.get(i).get(1)).sum(Kind::Float);
+            }
+            loss.backward();
+            o.step(0.05);
+        }
+        let code = format!(
+            r#"
+import sys, torch
+from safetensors.torch import load_file, save_file
+d = load_file(sys.argv[1] + "/in.safetensors")
+w = torch.nn.Parameter(d["init"][0].clone()); u = torch.nn.Parameter(d["init"][1].clone())
+opt = torch.optim.AdamW([w, u], lr=0.05, weight_decay=0.1, {ctor})
+for i in range(6):
+    opt.zero_grad()
+    loss = (w * d["grads"][i][0]).sum()
+    if i % 2 == 0:
+        loss = loss + (u * d["grads"][i][1]).sum()
+    loss.backward()
+    opt.step()
+save_file({{"w": w.detach(), "u": u.detach()}}, sys.argv[1] + "/out.safetensors")
+"#
+        );
+        crate::python::run_python(&code, &[dir.path().to_str().unwrap()]).unwrap();
+        let theirs: std::collections::HashMap<String, Tensor> =
+            Tensor::read_safetensors(dir.path().join("out.safetensors")).unwrap().into_iter().collect();
+        for (name, ours) in [("w", &w), ("u", &u)] {
+            let diff = (ours - &theirs[name]).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "{ctor} {name}: max |Δ| = {diff}");
+        }
+    }
+}
