@@ -37,6 +37,26 @@ fn text_prediction_and_evaluation_in_int8_agree_with_fp32() {
         assert!((pa - pb).abs() < 0.05, "int8 probability {pb} vs fp32 {pa}");
         assert!(pa != pb, "int8 gave exactly fp32's probability: not quantized?");
     }
+    // `suite serve --precision int8`: the same int8 answers over HTTP (one request of the three texts, as
+    // `predict` batched them: int8 activations are quantized per batch), and /v1/models says int8.
+    let server = serve::Server::start(
+        dir.path(),
+        &["--run", &format!("{}=topics", s(&run)), "--device", "cpu", "--threads", "2", "--precision", "int8"],
+    );
+    server.wait_ready();
+    assert!(server.log().contains("model topics ready (classify, int8,"), "{}", server.log());
+    let (status, models) = server.request("GET", "/v1/models/topics", None);
+    assert_eq!((status, &models["precision"]), (200, &Value::from("int8")), "{models}");
+    let lines = ["the referee and the goal", "bread with butter and cheese", "tennis"];
+    let got = server.clients("predict", &serde_json::json!({"vision": "none", "text": "topics", "images": [], "texts": lines}));
+    let served = got["text"]["predictions"].as_array().unwrap_or_else(|| panic!("{got}"));
+    assert_eq!(served.len(), int8.len());
+    for (a, b) in served.iter().zip(&int8) {
+        assert_eq!(a["top"][0]["label"], b["top"][0]["label"], "served {a} vs predict {b}");
+        let (pa, pb) = (a["top"][0]["prob"].as_f64().unwrap(), b["top"][0]["prob"].as_f64().unwrap());
+        assert!((pa - pb).abs() < 1e-5, "served int8 probability {pa} vs predict's {pb}");
+    }
+    drop(server);
     let eval = |precision: &str| {
         let out = suite(dir.path(), &["eval", "--run", s(&run), "--device", "cpu", "--precision", precision]);
         out.assert_ok();

@@ -164,6 +164,8 @@ pub struct ServeConfig {
     pub beam_size: usize,
     /// How long a shutdown waits for requests in flight.
     pub drain: Duration,
+    /// Linear layers in int8 (libtorch's dynamic quantization, per-channel weights; CPU only).
+    pub int8: bool,
 }
 
 impl ServeConfig {

@@ -35,7 +35,14 @@ use worker::Loaded;
 /// and returns. A model that fails to load stops the server with that error.
 pub fn serve(config: ServeConfig) -> Result<()> {
     config.validate()?;
-    let device = suite_core::device::parse_device(&config.device)?;
+    let device = match (config.int8, config.device.as_str()) {
+        // libtorch's int8 kernels are CPU kernels: `auto` means the CPU then.
+        (true, "auto") => tch::Device::Cpu,
+        (true, _) if suite_core::device::parse_device(&config.device)? != tch::Device::Cpu => {
+            bail!("--precision int8 runs on the CPU (libtorch's int8 kernels); use --device cpu")
+        }
+        _ => suite_core::device::parse_device(&config.device)?,
+    };
     if let Some(n) = config.threads {
         suite_core::device::set_threads(n);
     }
@@ -67,30 +74,31 @@ fn start_model(
 ) -> Result<(Handle, Loaded<ModelInfo>)> {
     let id = spec.id.as_str();
     let b = config.batch;
+    let int8 = config.int8;
     let started = match (&spec.domain, &spec.source) {
         (Domain::Vision, ModelSource::Run { dir, which }) => {
             let (dir, which) = (dir.clone(), which.clone());
-            let w = worker::spawn(id, b, metrics, move || VisionEngine::load(&dir, &which, device))?;
+            let w = worker::spawn(id, b, metrics, move || VisionEngine::load(&dir, &which, device, int8))?;
             (Handle::Vision(w.queue), w.loaded)
         }
         (Domain::Text, ModelSource::Run { dir, which }) => {
             let (dir, which) = (dir.clone(), which.clone());
-            let w = worker::spawn(id, b, metrics, move || TextEngine::load(&dir, &which, device))?;
+            let w = worker::spawn(id, b, metrics, move || TextEngine::load(&dir, &which, device, int8))?;
             (Handle::Text(w.queue), w.loaded)
         }
         (_, ModelSource::LanguageModel(dir)) => {
             let dir = dir.clone();
-            let w = worker::spawn(id, b, metrics, move || ChatEngine::load(&dir, device))?;
+            let w = worker::spawn(id, b, metrics, move || ChatEngine::load(&dir, device, int8))?;
             (Handle::Chat(w.queue), w.loaded)
         }
         (Domain::Speech, ModelSource::Run { dir, which }) => {
             let spec_str = SpeechEngine::run_model_dir(dir, which)?.display().to_string();
-            let w = worker::spawn(id, b, metrics, move || SpeechEngine::load(&spec_str, device))?;
+            let w = worker::spawn(id, b, metrics, move || SpeechEngine::load(&spec_str, device, int8))?;
             (Handle::Speech(w.queue), w.loaded)
         }
         (Domain::Speech, ModelSource::Base(name)) => {
             let name = name.clone();
-            let w = worker::spawn(id, b, metrics, move || SpeechEngine::load(&name, device))?;
+            let w = worker::spawn(id, b, metrics, move || SpeechEngine::load(&name, device, int8))?;
             (Handle::Speech(w.queue), w.loaded)
         }
         (domain, ModelSource::Base(name)) => bail!("{name}: a {domain:?} model is served from a run (--run)"),
@@ -119,7 +127,12 @@ async fn run(state: Arc<AppState>, loads: Vec<(String, Loaded<ModelInfo>)>, conf
         tokio::spawn(async move {
             match loaded.await {
                 Ok(Ok(info)) => {
-                    eprintln!("model {id} ready ({}, {:.1} s)", info.task, t0.elapsed().as_secs_f64());
+                    eprintln!(
+                        "model {id} ready ({}, {}, {:.1} s)",
+                        info.task,
+                        info.precision,
+                        t0.elapsed().as_secs_f64()
+                    );
                     if let Some(m) = state.models.get(&id) {
                         let _ = m.info.set(info);
                     }

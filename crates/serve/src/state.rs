@@ -18,6 +18,8 @@ pub struct ModelInfo {
     pub task: String,
     /// Class names or tags (empty for speech and QA).
     pub labels: Vec<String>,
+    /// `fp32`, or `int8` when its linear layers were quantized (`--precision int8`).
+    pub precision: &'static str,
     /// Vision: the decoder and evaluation transform, run on the blocking pool so that decoding overlaps the
     /// inference thread's forward passes.
     #[serde(skip)]

@@ -43,5 +43,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
         threads: args.threads,
         beam_size: args.beam,
         drain: Duration::from_secs(args.drain_s),
+        int8: args.precision == crate::args::InferPrecision::Int8,
     })
 }

@@ -76,12 +76,21 @@ pub struct ChatEngine {
 
 impl ChatEngine {
     /// Loads a hub-layout folder or an SFT output (full or PEFT), as [`LanguageModel::load`] does.
-    pub fn load(dir: &Path, device: tch::Device) -> anyhow::Result<(Self, ModelInfo)> {
+    /// With `int8`, its linear layers run in int8.
+    pub fn load(dir: &Path, device: tch::Device, int8: bool) -> anyhow::Result<(Self, ModelInfo)> {
         if !dir.is_dir() {
             anyhow::bail!("{}: no such model folder (has the run saved it? --which best|final picks)", dir.display());
         }
-        let lm = LanguageModel::load(dir, device)?;
-        let info = ModelInfo { task: TEXT_GENERATION.into(), labels: Vec::new(), preprocessor: None };
+        let mut lm = LanguageModel::load(dir, device)?;
+        if int8 {
+            lm.quantize_int8()?;
+        }
+        let info = ModelInfo {
+            task: TEXT_GENERATION.into(),
+            labels: Vec::new(),
+            precision: super::precision_name(int8),
+            preprocessor: None,
+        };
         Ok((Self { lm }, info))
     }
 

@@ -10,3 +10,12 @@ pub use chat::{ChatEngine, ChatEvent, ChatQueue, ChatRequest, Events, Prompt, TE
 pub use speech::{SpeechEngine, SpeechQueue, SpeechReply, SpeechRequest};
 pub use text::{TextEngine, TextQueue, TextRequest};
 pub use vision::{VisionEngine, VisionQueue, VisionRequest};
+
+/// What `GET /v1/models` says of a model's weights.
+fn precision_name(int8: bool) -> &'static str {
+    if int8 {
+        "int8"
+    } else {
+        "fp32"
+    }
+}

@@ -37,10 +37,19 @@ pub struct SpeechEngine {
 
 impl SpeechEngine {
     /// Loads a base Whisper by registry name, hub id or folder, or the model folder of a speech run.
-    pub fn load(spec: &str, device: tch::Device) -> anyhow::Result<(Self, ModelInfo)> {
-        let loaded = suite_speech::task::load_for_inference(spec, device)?;
+    /// With `int8`, its linear layers run in int8.
+    pub fn load(spec: &str, device: tch::Device, int8: bool) -> anyhow::Result<(Self, ModelInfo)> {
+        let mut loaded = suite_speech::task::load_for_inference(spec, device)?;
+        if int8 {
+            suite_core::quant::quantize_dynamic(&mut loaded.model, suite_core::quant::WeightScheme::PerChannel)?;
+        }
         let mel = LogMel::new(suite_speech::audio::MelConfig::whisper(loaded.model.config.num_mel_bins));
-        let info = ModelInfo { task: "transcribe".into(), labels: Vec::new(), preprocessor: None };
+        let info = ModelInfo {
+            task: "transcribe".into(),
+            labels: Vec::new(),
+            precision: super::precision_name(int8),
+            preprocessor: None,
+        };
         Ok((Self { loaded, mel }, info))
     }
 

@@ -27,10 +27,18 @@ pub struct TextEngine {
 
 impl TextEngine {
     /// Loads the `which` model of a text run.
-    pub fn load(run: &Path, which: &str, device: tch::Device) -> anyhow::Result<(Self, ModelInfo)> {
-        let predictor = TextPredictor::load_run(run, which, device)?;
-        let info =
-            ModelInfo { task: predictor.task_name().into(), labels: predictor.labels().to_vec(), preprocessor: None };
+    /// With `int8`, its linear layers run in int8.
+    pub fn load(run: &Path, which: &str, device: tch::Device, int8: bool) -> anyhow::Result<(Self, ModelInfo)> {
+        let mut predictor = TextPredictor::load_run(run, which, device)?;
+        if int8 {
+            predictor.quantize_int8()?;
+        }
+        let info = ModelInfo {
+            task: predictor.task_name().into(),
+            labels: predictor.labels().to_vec(),
+            precision: super::precision_name(int8),
+            preprocessor: None,
+        };
         Ok((Self { predictor }, info))
     }
 

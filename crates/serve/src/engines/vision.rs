@@ -27,11 +27,16 @@ pub struct VisionEngine {
 
 impl VisionEngine {
     /// Loads the `which` model of a vision run.
-    pub fn load(run: &Path, which: &str, device: tch::Device) -> anyhow::Result<(Self, ModelInfo)> {
-        let predictor = VisionPredictor::load_run(run, which, device)?;
+    /// With `int8`, its linear layers run in int8 (convolutions stay fp32).
+    pub fn load(run: &Path, which: &str, device: tch::Device, int8: bool) -> anyhow::Result<(Self, ModelInfo)> {
+        let mut predictor = VisionPredictor::load_run(run, which, device)?;
+        if int8 {
+            predictor.quantize_int8()?;
+        }
         let info = ModelInfo {
             task: "image-classification".into(),
             labels: predictor.labels().to_vec(),
+            precision: super::precision_name(int8),
             preprocessor: Some(predictor.preprocessor()),
         };
         Ok((Self { predictor }, info))

@@ -41,11 +41,12 @@ fn model_object(state: &AppState, m: &Served) -> Value {
         "domain": m.domain,
         "task": info.map(|i| i.task.as_str()),
         "labels": info.map(|i| i.labels.clone()).unwrap_or_default(),
+        "precision": info.map(|i| i.precision),
         "ready": info.is_some(),
     })
 }
 
-/// `GET /v1/models`: OpenAI's list shape, plus each model's domain, task and labels.
+/// `GET /v1/models`: OpenAI's list shape, plus each model's domain, task, labels and precision.
 pub async fn list_models(State(state): State<Arc<AppState>>) -> Json<Value> {
     let data: Vec<Value> = state.models.values().map(|m| model_object(&state, m)).collect();
     Json(json!({"object": "list", "data": data}))

@@ -137,6 +137,12 @@ impl LanguageModel {
         })
     }
 
+    /// Puts every linear layer in int8 for CPU inference (libtorch's dynamic quantization, per-channel weights; see
+    /// [`suite_core::quant`]); embeddings and norms stay fp32.
+    pub fn quantize_int8(&mut self) -> Result<suite_core::quant::QuantSummary> {
+        suite_core::quant::quantize_dynamic(self.model.as_mut(), suite_core::quant::WeightScheme::PerChannel)
+    }
+
     /// Vocabulary, special tokens, context length.
     pub fn info(&self) -> &CausalLmInfo {
         self.model.info()
