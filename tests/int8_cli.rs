@@ -48,7 +48,8 @@ fn text_prediction_and_evaluation_in_int8_agree_with_fp32() {
     let (status, models) = server.request("GET", "/v1/models/topics", None);
     assert_eq!((status, &models["precision"]), (200, &Value::from("int8")), "{models}");
     let lines = ["the referee and the goal", "bread with butter and cheese", "tennis"];
-    let got = server.clients("predict", &serde_json::json!({"vision": "none", "text": "topics", "images": [], "texts": lines}));
+    let got = server
+        .clients("predict", &serde_json::json!({"vision": "none", "text": "topics", "images": [], "texts": lines}));
     let served = got["text"]["predictions"].as_array().unwrap_or_else(|| panic!("{got}"));
     assert_eq!(served.len(), int8.len());
     for (a, b) in served.iter().zip(&int8) {

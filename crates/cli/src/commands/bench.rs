@@ -419,7 +419,10 @@ impl Profile {
             let name: String = r.name.chars().take(58).collect();
             println!("{name:<60}{:>10.2}{:>10.2}{:>9}{:>9}", r.a_ms, r.b_ms, r.a_calls, r.b_calls);
         }
-        println!("written {} (the whole table), the Chrome traces suite.json and pytorch.json", self.dir.join("ops.md").display());
+        println!(
+            "written {} (the whole table), the Chrome traces suite.json and pytorch.json",
+            self.dir.join("ops.md").display()
+        );
         Ok(())
     }
 }

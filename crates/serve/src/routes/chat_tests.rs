@@ -84,7 +84,8 @@ async fn state(max_batch: usize) -> Arc<AppState> {
     for (id, dir) in [(MODEL, &f.model), (PLAIN, &f.plain)] {
         let dir: PathBuf = dir.clone();
         let started =
-            worker::spawn(id, config, metrics.clone(), move || ChatEngine::load(&dir, tch::Device::Cpu, false)).unwrap();
+            worker::spawn(id, config, metrics.clone(), move || ChatEngine::load(&dir, tch::Device::Cpu, false))
+                .unwrap();
         let info = started.loaded.await.unwrap().unwrap_or_else(|e| panic!("loading {id}: {e}"));
         served.push(Served {
             id: id.into(),
