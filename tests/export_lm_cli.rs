@@ -107,6 +107,10 @@ fn export_lora_adapter_as_hub_peft_and_gguf() {
     assert!(file.is_file(), "{}", out.show());
     let checked = python_file(GGUF_ORACLE, &[s(&file), s(&base), "best", "q8_0", s(&peft)]);
     println!("--format gguf --gguf-type q8_0 read by gguf-py: {}", checked.trim());
+    // --precision int8 is the same Q8_0 file.
+    let int8 = dir.path().join("int8.gguf");
+    suite(dir.path(), &["export", "--model", s(&adapter), "--precision", "int8", "--out", s(&int8)]).assert_ok();
+    assert!(std::fs::read(&int8).unwrap() == std::fs::read(&file).unwrap(), "--precision int8 vs --gguf-type q8_0");
     let named = dir.path().join("one.gguf");
     suite(dir.path(), &["export", "--model", s(&base), "--format", "gguf", "--out", s(&named)]).assert_ok();
     python_file(GGUF_ORACLE, &[s(&named), s(&base), "base", "f16"]);

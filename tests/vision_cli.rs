@@ -470,6 +470,37 @@ fn resnet50_from_torchvision_weights_exports_back_to_torchvision() {
     let scale = theirs.abs().max().double_value(&[]);
     assert!(scale > 1e-3, "degenerate logits {theirs}");
     assert!(diff <= 1e-4, "suite vs torchvision logits differ by {diff} (scale {scale}):\n{ours}\n{theirs}");
+
+    // --precision fp16: half the bytes, and every float tensor is exactly the fp32 export's rounded to fp16
+    // (integers such as num_batches_tracked unchanged); torchvision loads it strictly.
+    let half = dir.path().join("export-fp16");
+    let out = suite(dir.path(), &["export", "--run", s(&run), "--out", s(&half), "--precision", "fp16"]);
+    out.assert_ok();
+    assert!(out.stdout.contains("weights in fp16: "), "{}", out.show());
+    let (full_size, half_size) = (
+        std::fs::metadata(export.join("model.safetensors")).unwrap().len(),
+        std::fs::metadata(half.join("model.safetensors")).unwrap().len(),
+    );
+    assert!(half_size * 2 < full_size + 100_000 && half_size * 2 > full_size - 100_000, "{half_size} vs {full_size}");
+    let half_tensors = tensors(&half.join("model.safetensors"));
+    assert_eq!(half_tensors.len(), exported.len());
+    for (name, t) in &half_tensors {
+        let full = &exported[name];
+        if full.is_floating_point() {
+            assert_eq!(t.kind(), Kind::Half, "{name}");
+            assert!(same(t, &full.to_kind(Kind::Half)), "{name} is not the fp32 export rounded to fp16");
+        } else {
+            assert!(same(t, full), "{name}");
+        }
+    }
+    python(
+        &TORCHVISION_LOGITS.replace("m.load_state_dict(", "m.half().load_state_dict(").replace("m.eval()", "m.float().eval()"),
+        &[s(&half), s(&x_path), s(&dir.path().join("unused.safetensors"))],
+    );
+    // int8 is a load-time choice for non-language models: refused with the reason.
+    let out =
+        suite(dir.path(), &["export", "--run", s(&run), "--out", s(&dir.path().join("x")), "--precision", "int8"]);
+    out.assert_error(&["--precision int8", "not a language model", "predict"]);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -546,6 +546,20 @@ pub struct ExportArgs {
     /// `--format peft`: the `base_model_name_or_path` to record (default: the base model the adapter names).
     #[arg(long)]
     pub base: Option<String>,
+    /// Weight precision of the export, for any run: `fp32`, `fp16` or `bf16` (floating-point tensors cast on
+    /// writing); `int8` for a language model is a GGUF file with ggml's 8-bit blocks (Q8_0). Overrides `--dtype` and
+    /// `--gguf-type`.
+    #[arg(long, value_enum)]
+    pub precision: Option<ExportPrecision>,
+}
+
+/// `suite export --precision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportPrecision {
+    Fp32,
+    Fp16,
+    Bf16,
+    Int8,
 }
 
 /// `suite data`.

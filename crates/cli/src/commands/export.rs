@@ -1,7 +1,8 @@
 //! `suite export --run runs/NAME --out DIR`: the run's model in hub layout (timm/torchvision names + config.json for
 //! vision; transformers names, config.json and tokenizer files for text). Language models (`--run` of an SFT run,
 //! or `--model DIR`) export as a hub folder with PEFT merged, a peft adapter folder, or a GGUF file
-//! (`--format hub|peft|gguf`).
+//! (`--format hub|peft|gguf`). `--precision fp16|bf16` casts the exported weights; `--precision int8` writes a
+//! language model as GGUF Q8_0.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use suite_core::runs::model_dir;
 use suite_text::export::{export_gguf, export_hub, export_peft, GgufType, LmCheckpoint, WeightDtype};
 
-use crate::args::ExportArgs;
+use crate::args::{ExportArgs, ExportPrecision};
 
 /// Entry point.
 pub fn run(args: ExportArgs) -> Result<()> {
@@ -21,6 +22,14 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if args.format.is_some() || is_causal_lm(&src) {
         return export_lm(&args, &src);
     }
+    if args.precision == Some(ExportPrecision::Int8) {
+        bail!(
+            "--precision int8: {} is not a language model; its int8 form is made when it is loaded (`--precision \
+             int8` on predict, eval, transcribe and serve), as PyTorch's dynamic quantization does, because \
+             transformers and timm read no int8 checkpoint of it; export fp32, fp16 or bf16",
+            src.display()
+        );
+    }
     let Some(run) = &args.run else {
         bail!("--model {}: not a causal language model folder (for encoders, export a run with --run)", src.display())
     };
@@ -29,7 +38,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
         if !is_adapter {
             anyhow::bail!("--merge: {} holds a full model, not an adapter; export it without --merge", src.display());
         }
-        return merge(&args, run, &src);
+        merge(&args, run, &src)?;
+        return cast_export(&args);
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     // Everything the saved model folder holds: weights, config, and for text the tokenizer files.
@@ -46,6 +56,34 @@ pub fn run(args: ExportArgs) -> Result<()> {
         std::fs::copy(&classes, args.out.join("classes.json"))?;
     }
     println!("exported {} to {}", src.display(), args.out.display());
+    cast_export(&args)
+}
+
+/// `--precision fp16|bf16`: every floating-point tensor of the exported `*.safetensors` files in that type (their
+/// metadata kept), and the size on disk before and after.
+fn cast_export(args: &ExportArgs) -> Result<()> {
+    let (kind, name) = match args.precision {
+        None | Some(ExportPrecision::Fp32) => return Ok(()),
+        Some(ExportPrecision::Fp16) => (tch::Kind::Half, "fp16"),
+        Some(ExportPrecision::Bf16) => (tch::Kind::BFloat16, "bf16"),
+        Some(ExportPrecision::Int8) => unreachable!("refused before exporting"),
+    };
+    let (mut before, mut after) = (0u64, 0u64);
+    for entry in std::fs::read_dir(&args.out).with_context(|| format!("reading {}", args.out.display()))? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "safetensors") {
+            continue;
+        }
+        before += std::fs::metadata(&path)?.len();
+        let meta = suite_core::weights::read_safetensors_metadata(&path)?;
+        let tensors: Vec<(String, tch::Tensor)> = suite_core::weights::read_safetensors(&path)?
+            .into_iter()
+            .map(|(n, t)| if t.is_floating_point() { (n, t.to_kind(kind)) } else { (n, t) })
+            .collect();
+        suite_core::weights::save_safetensors(&path, &tensors, (!meta.is_empty()).then_some(&meta))?;
+        after += std::fs::metadata(&path)?.len();
+    }
+    println!("weights in {name}: {:.1} MB → {:.1} MB on disk", before as f64 / 1e6, after as f64 / 1e6);
     Ok(())
 }
 
@@ -85,8 +123,32 @@ fn export_lm(args: &ExportArgs, src: &Path) -> Result<()> {
     if args.merge {
         bail!("--merge is for encoder runs; a language model's --format hub always merges its adapter");
     }
-    let dtype = WeightDtype::parse(&args.dtype)?;
-    let gguf_type = GgufType::parse(&args.gguf_type)?;
+    let mut dtype = WeightDtype::parse(&args.dtype)?;
+    let mut gguf_type = GgufType::parse(&args.gguf_type)?;
+    let mut format = format;
+    match args.precision {
+        None => {}
+        Some(ExportPrecision::Int8) => {
+            if args.format.is_some() && format != "gguf" {
+                bail!("--precision int8: a language model's int8 export is GGUF (Q8_0); use --format gguf");
+            }
+            format = "gguf";
+            gguf_type = GgufType::Q8_0;
+        }
+        Some(p) if format == "gguf" => {
+            gguf_type = match p {
+                ExportPrecision::Fp16 => GgufType::F16,
+                _ => bail!("--format gguf --precision {p:?}: GGUF is written as f16 or int8 (Q8_0)"),
+            }
+        }
+        Some(p) => {
+            dtype = match p {
+                ExportPrecision::Fp32 => WeightDtype::F32,
+                ExportPrecision::Fp16 => WeightDtype::F16,
+                _ => WeightDtype::Bf16,
+            }
+        }
+    }
     if !src.join("config.json").is_file() && !src.join("adapter.safetensors").is_file() {
         bail!("{}: not a model folder (no config.json or adapter.safetensors)", src.display());
     }
