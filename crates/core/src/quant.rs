@@ -207,6 +207,15 @@ pub fn quantize_dynamic(model: &mut dyn VisitLayers, scheme: WeightScheme) -> Re
                     self.summary.fp32_bytes += 4 * n;
                     self.summary.int8_bytes += n + 8 * rows;
                     layer.quantized = Some(std::sync::Arc::new(q));
+                    // The packed int8 copy is all the layer reads from now on: the fp32 weight's memory goes back
+                    // (its tensor, shared with the VarStore, becomes empty), layer by layer, so that an int8
+                    // model holds a quarter of its linear weights. DoRA reads the base weight at every call, so a
+                    // layer with adapters keeps it; so does a weight that is a view (GPT-2's transposed Conv1D),
+                    // whose storage its base variable owns.
+                    if layer.adapters.is_empty() && layer.weight.is_contiguous() {
+                        let empty = Tensor::empty([0], (layer.weight.kind(), Device::Cpu));
+                        layer.weight.set_data(&empty);
+                    }
                 }
                 Err(e) => self.error = Some(e.context(format!("quantizing {}", layer.name))),
             }

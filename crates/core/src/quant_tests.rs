@@ -89,6 +89,11 @@ fn quantize_dynamic_swaps_every_linear_and_keeps_adapters_working() {
     let int8 = m.b.forward_t(&m.a.forward_t(&x, false).relu(), false);
     let rel = (&int8 - &fp32).abs().max().double_value(&[]) / fp32.abs().max().double_value(&[]);
     assert!(rel > 0.0 && rel < 0.05, "int8 relative error {rel}");
+    // The fp32 weights are released (the VarStore's variables too: they share the tensor), the shapes still known.
+    assert_eq!(m.a.weight.numel(), 0);
+    assert_eq!(vs.variables()["a.weight"].numel(), 0);
+    assert_eq!((m.a.in_features(), m.a.out_features(), m.b.in_features(), m.b.out_features()), (32, 64, 64, 8));
+    assert_eq!(m.a.bias.as_ref().unwrap().numel(), 64, "biases stay");
     // A second call leaves the layers as they are.
     assert_eq!(quantize_dynamic(&mut m, WeightScheme::PerChannel).unwrap().layers, 0);
 }

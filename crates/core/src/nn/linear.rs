@@ -40,12 +40,13 @@ impl Linear {
 
     /// Input width.
     pub fn in_features(&self) -> i64 {
-        self.weight.size()[1]
+        // An int8 layer has released its fp32 weight (see `quantize_dynamic`).
+        self.quantized.as_ref().map_or_else(|| self.weight.size()[1], |q| q.in_features())
     }
 
     /// Output width.
     pub fn out_features(&self) -> i64 {
-        self.weight.size()[0]
+        self.quantized.as_ref().map_or_else(|| self.weight.size()[0], |q| q.out_features())
     }
 
     /// The base product without adapters.

@@ -473,42 +473,44 @@ pub fn read_ct2_config(files: &[PathBuf]) -> Result<WhisperConfig> {
 /// `tokenizer.json` when they sit next to the first file — and its weights under transformers' names as fp32
 /// (fp16/bf16 widened, int8/int16 dequantised), sorted by name.
 pub fn read_ct2_model(files: &[PathBuf]) -> Result<(WhisperConfig, Vec<(String, Tensor)>)> {
-    let file = read_ct2_file(files, true)?;
+    let mut file = read_ct2_file(files, true)?;
     let config = file.config()?;
     let label = &file.label;
-    let mut raw: BTreeMap<&str, Tensor> = BTreeMap::new();
-    for v in &file.variables {
-        let data = v.data.as_ref().expect("read with data");
-        let t = Tensor::f_from_data_size(data, &v.shape, v.kind).map_err(|e| anyhow!("{label}: {}: {e}", v.name))?;
-        raw.insert(v.name.as_str(), t);
+    // Each step hands its input back as soon as its output exists (the file's bytes, then the stored-type
+    // tensors), so that loading peaks near one copy of the model beside the model itself rather than three.
+    let mut raw: BTreeMap<String, Tensor> = BTreeMap::new();
+    for v in &mut file.variables {
+        let data = v.data.take().expect("read with data");
+        let t = Tensor::f_from_data_size(&data, &v.shape, v.kind).map_err(|e| anyhow!("{label}: {}: {e}", v.name))?;
+        raw.insert(v.name.clone(), t);
     }
     // Quantised weights carry `<name>_scale`: value = stored / scale (per output row for int8, one for int16).
-    let scales: Vec<&str> = raw.keys().copied().filter(|n| n.ends_with("_scale")).collect();
+    let scales: Vec<String> = raw.keys().filter(|n| n.ends_with("_scale")).cloned().collect();
     for s in scales {
         let base = &s[..s.len() - "_scale".len()];
-        let scale = raw.remove(s).expect("listed").to_kind(Kind::Float);
+        let scale = raw.remove(&s).expect("listed").to_kind(Kind::Float);
         let w = raw.get(base).ok_or_else(|| anyhow!("{label}: {s} scales a variable {base} that is not there"))?;
         let mut shape = vec![-1i64];
         shape.extend(std::iter::repeat_n(1, w.dim().saturating_sub(1)));
         let scale = if scale.numel() == 1 { scale.reshape([1]) } else { scale.reshape(&shape) };
         let w = w.to_kind(Kind::Float) / scale;
-        raw.insert(base, w);
+        raw.insert(base.to_string(), w);
+    }
+    if let Some(t) = raw.remove("decoder/projection/weight") {
+        // Older converters stored the tied projection as a copy.
+        let emb = raw.get("decoder/embeddings/weight");
+        if !emb.is_some_and(|emb| emb.size() == t.size() && emb.equal(&t)) {
+            bail!("{label}: decoder/projection/weight differs from the embeddings; Whisper ties them");
+        }
     }
     let mut tensors = Vec::new();
-    for (name, t) in &raw {
-        if t.dim() == 0 || SPEC_ATTRIBUTES.contains(name) {
+    while let Some((name, t)) = raw.pop_first() {
+        if t.dim() == 0 || SPEC_ATTRIBUTES.contains(&name.as_str()) {
             // Attributes of the spec (num_heads, activation, pre_norm, alignment heads…): in the config.
             continue;
         }
-        if *name == "decoder/projection/weight" {
-            // Older converters stored the tied projection as a copy.
-            let emb = &raw["decoder/embeddings/weight"];
-            if emb.size() == t.size() && emb.equal(t) {
-                continue;
-            }
-            bail!("{label}: decoder/projection/weight differs from the embeddings; Whisper ties them");
-        }
-        map_variable(name, t.to_kind(Kind::Float), &mut tensors).with_context(|| label.clone())?;
+        let t = t.to_kind(Kind::Float);
+        map_variable(&name, t, &mut tensors).with_context(|| label.clone())?;
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((config, tensors))
