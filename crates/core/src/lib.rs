@@ -18,6 +18,7 @@ pub mod peft;
 pub mod predict;
 pub mod profile;
 pub mod python;
+pub mod quality;
 pub mod quant;
 pub mod runs;
 pub mod train;
