@@ -69,6 +69,50 @@ impl Out {
     }
 }
 
+impl Out {
+    /// Checks a user error as suite should report one: exit code exactly 2, no panic, and one `error:` line that
+    /// contains every `needle` (the file, the line or field, the reason) and stays short (a huge input line is not
+    /// echoed). Progress may come before it; after it, only a command over several inputs may add its count line
+    /// (`error: N of M …`). Returns the error line, or what is wrong.
+    pub fn check_user_error(&self, needles: &[&str]) -> Result<String, String> {
+        if self.code != Some(2) {
+            return Err(format!("exit code {:?}, expected 2: {}", self.code, self.show()));
+        }
+        for bad in ["panicked", "internal failure", "internal error", "RUST_BACKTRACE"] {
+            if self.stderr.contains(bad) {
+                return Err(format!("stderr shows a panic ({bad:?}): {}", self.show()));
+            }
+        }
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        let Some(at) = lines.iter().position(|l| l.starts_with("error: ")) else {
+            return Err(format!("no `error:` line: {}", self.show()));
+        };
+        let is_count = |l: &str| {
+            let mut w = l.trim_start_matches("error: ").split(' ');
+            w.next().is_some_and(|n| n.parse::<usize>().is_ok()) && w.next() == Some("of")
+        };
+        if let Some(extra) = lines[at + 1..].iter().find(|l| !is_count(l)) {
+            return Err(format!("the error takes more than one line ({extra:?}): {}", self.show()));
+        }
+        let line = lines[at];
+        if line.len() > 600 {
+            return Err(format!("an error line of {} bytes: {}…", line.len(), &line[..line.floor_char_boundary(300)]));
+        }
+        for n in needles {
+            if !line.contains(n) {
+                return Err(format!("the error line does not name {n:?}: {}", self.show()));
+            }
+        }
+        Ok(line.to_string())
+    }
+
+    /// [`Out::check_user_error`] as an assertion.
+    #[track_caller]
+    pub fn assert_user_error(&self, needles: &[&str]) -> String {
+        self.check_user_error(needles).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
 /// Runs `suite ARGS` in `cwd` with `stdin` as its standard input.
 pub fn suite_with_stdin(cwd: &Path, args: &[&str], stdin: &str) -> Out {
     let mut child = Command::new(SUITE)

@@ -38,6 +38,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             job.train.device = format!("cuda:{}", e.local_rank);
         }
     }
+    let single = env.is_none();
     let out = match env {
         Some(e) => match dist::init(&e, Duration::from_secs(job.train.dist_timeout_s))? {
             // Every rank writes into (and resumes from) the folder rank 0 chose.
@@ -50,10 +51,30 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         },
         None => out,
     };
-    match args.domain {
+    // A fresh single-process run that fails before its first checkpoint removes the run folder it created, so that
+    // no half-written run (config.toml and an empty checkpoints/) is left at --out and the corrected command can
+    // reuse it. Jobs are checked before the folder appears; this covers what only training finds.
+    let created = (!resume && single && !out.exists()).then(|| out.clone());
+    let result = match args.domain {
         Domain::Vision => vision::finetune(job, out, resume),
         Domain::Text => text::finetune(job, out, resume),
         Domain::Speech => speech::finetune(job, out, resume),
+    };
+    if let (Err(_), Some(dir)) = (&result, created) {
+        remove_if_no_checkpoint(&dir);
+    }
+    result
+}
+
+/// Removes the run folder `dir` when it holds no checkpoint and no saved model; keeps it (it can be resumed or
+/// used) otherwise.
+fn remove_if_no_checkpoint(dir: &std::path::Path) {
+    // Anything under checkpoints/, even a staging folder, counts as a checkpoint: only a run that never began one
+    // is removed.
+    let no_checkpoint = std::fs::read_dir(dir.join("checkpoints")).is_ok_and(|mut d| d.next().is_none());
+    let no_model = !dir.join("best").exists() && !dir.join("final").exists();
+    if no_checkpoint && no_model && std::fs::remove_dir_all(dir).is_ok() {
+        eprintln!("removed the run folder {}: the job failed before its first checkpoint", dir.display());
     }
 }
 

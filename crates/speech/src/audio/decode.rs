@@ -45,7 +45,34 @@ pub fn decode_file(path: &Path) -> Result<Audio> {
     }
     let bytes = std::fs::read(path).with_context(|| format!("{shown}: cannot read audio file"))?;
     let ext = path.extension().and_then(|e| e.to_str());
-    decode_bytes(bytes, ext, &shown)
+    decode_bytes(bytes, ext, &shown, false)
+}
+
+/// Checks that an audio file opens and its first packet decodes (container, header fields, codec), without
+/// decoding the rest: cheap enough to run on every clip of a data set before a job starts, so that a bad file is
+/// refused up front rather than when a training batch reaches it. Errors are [`decode_file`]'s.
+pub fn probe_file(path: &Path) -> Result<()> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).with_context(|| format!("{shown}: cannot read audio file"))?;
+    let ext = path.extension().and_then(|e| e.to_str());
+    decode_bytes(bytes, ext, &shown, true).map(|_| ())
+}
+
+/// Runs [`probe_file`] on every file; fails naming the bad ones: one line for one file, else a count and one line
+/// per file (the first 20).
+pub fn check_decodable(paths: &[&Path]) -> Result<()> {
+    let bad: Vec<String> = paths.iter().filter_map(|p| probe_file(p).err().map(|e| format!("{e:#}"))).collect();
+    match bad.as_slice() {
+        [] => Ok(()),
+        [one] => bail!("{one}"),
+        many => {
+            let mut shown: Vec<String> = many.iter().take(20).map(|b| format!("  {b}")).collect();
+            if many.len() > 20 {
+                shown.push(format!("  … and {} more", many.len() - 20));
+            }
+            bail!("{} of {} audio files cannot be decoded:\n{}", many.len(), paths.len(), shown.join("\n"))
+        }
+    }
 }
 
 /// Decodes audio held in memory (an upload) to 16 kHz mono samples, as [`load_audio`] does for a file. `hint` is
@@ -53,7 +80,7 @@ pub fn decode_file(path: &Path) -> Result<Audio> {
 /// malformed input — empty, not audio, a header with impossible values, damaged data — is an error that starts
 /// with `audio:`, never a panic.
 pub fn decode_audio_bytes(bytes: &[u8], hint: Option<&str>) -> Result<Vec<f32>> {
-    let audio = decode_bytes(bytes.to_vec(), hint, "audio")?;
+    let audio = decode_bytes(bytes.to_vec(), hint, "audio", false)?;
     to_target_rate(audio, "audio")
 }
 
@@ -100,6 +127,15 @@ fn check_wav_header(bytes: &[u8], shown: &str) -> Result<()> {
             if block_align == 0 {
                 bail!("{shown}: the WAV header declares 0-byte sample frames (block align 0)");
             }
+            // A frame smaller than its samples (2 channels of 16 bits in 3 bytes) cannot be read as declared.
+            let bits = u16_at(body + 14);
+            let need = u32::from(channels) * u32::from(bits).div_ceil(8);
+            if u32::from(block_align) < need {
+                bail!(
+                    "{shown}: malformed WAV header: block align {block_align} bytes, but {channels} channel(s) of \
+                     {bits} bits need {need}"
+                );
+            }
             return Ok(());
         }
         // Chunks are padded to an even size.
@@ -108,15 +144,35 @@ fn check_wav_header(bytes: &[u8], shown: &str) -> Result<()> {
     Ok(())
 }
 
-/// Decodes a whole file's bytes; `shown` names it in errors. Symphonia runs under `catch_unwind`: a panic on some
-/// header value not checked above becomes an error too.
-fn decode_bytes(bytes: Vec<u8>, hint: Option<&str>, shown: &str) -> Result<Audio> {
+/// The sample rates accepted, in Hz. Real formats span 8 kHz telephony to 768 kHz studio audio; a header outside
+/// this range is corrupt or hostile: 4294967295 Hz made the resampler plan an FFT of billions of points (the
+/// process hung, then was killed), and 1 Hz turns a 3-KB file into half an hour of audio to transcribe.
+const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1_000..=1_000_000;
+
+fn check_rate(rate: u32, shown: &str) -> Result<()> {
+    if rate == 0 {
+        bail!("{shown}: the audio stream declares a sample rate of 0 Hz");
+    }
+    if !SAMPLE_RATES.contains(&rate) {
+        bail!(
+            "{shown}: the audio declares a sample rate of {rate} Hz, outside the {}-{} Hz of real audio (a corrupt \
+             header?)",
+            SAMPLE_RATES.start(),
+            SAMPLE_RATES.end()
+        );
+    }
+    Ok(())
+}
+
+/// Decodes a whole file's bytes (only up to its first audio with `first_only`); `shown` names it in errors.
+/// Symphonia runs under `catch_unwind`: a panic on some header value not checked above becomes an error too.
+fn decode_bytes(bytes: Vec<u8>, hint: Option<&str>, shown: &str, first_only: bool) -> Result<Audio> {
     if bytes.is_empty() {
         bail!("{shown}: empty file (0 bytes), expected audio (WAV, FLAC, MP3 or OGG/Vorbis)");
     }
     check_wav_header(&bytes, shown)?;
     let hint = make_hint(hint);
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_symphonia(bytes, &hint, shown))) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_symphonia(bytes, &hint, shown, first_only))) {
         Ok(result) => result,
         Err(panic) => {
             let why = panic
@@ -129,7 +185,7 @@ fn decode_bytes(bytes: Vec<u8>, hint: Option<&str>, shown: &str) -> Result<Audio
     }
 }
 
-fn decode_symphonia(bytes: Vec<u8>, hint: &Hint, shown: &str) -> Result<Audio> {
+fn decode_symphonia(bytes: Vec<u8>, hint: &Hint, shown: &str, first_only: bool) -> Result<Audio> {
     let stream = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
     // Gapless trims the MP3 encoder delay and padding, so the sample count is the one the encoder was given.
     let format_opts = FormatOptions { enable_gapless: true, ..Default::default() };
@@ -149,8 +205,8 @@ fn decode_symphonia(bytes: Vec<u8>, hint: &Hint, shown: &str) -> Result<Audio> {
         .with_context(|| format!("{shown}: no audio track in the file"))?;
     let track_id = track.id;
     let params = track.codec_params.clone();
-    if params.sample_rate == Some(0) {
-        bail!("{shown}: the audio stream declares a sample rate of 0 Hz");
+    if let Some(rate) = params.sample_rate {
+        check_rate(rate, shown)?;
     }
     let mut decoder = symphonia::default::get_codecs()
         .make(&params, &DecoderOptions::default())
@@ -200,6 +256,9 @@ fn decode_symphonia(bytes: Vec<u8>, hint: &Hint, shown: &str) -> Result<Audio> {
         };
         b.copy_interleaved_ref(decoded);
         downmix_into(b.samples(), channels, &mut samples);
+        if first_only {
+            break;
+        }
     }
     if samples.is_empty() {
         if bad_packets > 0 {
@@ -210,6 +269,7 @@ fn decode_symphonia(bytes: Vec<u8>, hint: &Hint, shown: &str) -> Result<Audio> {
     if sample_rate == 0 || channels == 0 {
         bail!("{shown}: the audio stream declares no sample rate or channel count");
     }
+    check_rate(sample_rate, shown)?;
     let duration_s = samples.len() as f64 / sample_rate as f64;
     Ok(Audio { samples, sample_rate, channels, duration_s })
 }

@@ -5,6 +5,6 @@ mod resample;
 #[cfg(test)]
 mod tests;
 
-pub use decode::{decode_audio_bytes, decode_file, load_audio, Audio, TARGET_SAMPLE_RATE};
+pub use decode::{check_decodable, decode_audio_bytes, decode_file, load_audio, probe_file, Audio, TARGET_SAMPLE_RATE};
 pub use mel::{windows, LogMel, MelConfig};
 pub use resample::resample;

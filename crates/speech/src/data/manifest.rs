@@ -102,8 +102,11 @@ fn read_folder(dir: &Path, split: Option<&str>) -> Result<Vec<SpeechExample>> {
 fn read_manifest_file(file: &Path, base: &Path) -> Result<Vec<SpeechExample>> {
     let shown = file.display();
     let bytes = fs::read(file).with_context(|| format!("{shown}: cannot read manifest"))?;
+    // Named by its line, as the other manifest errors are (an offset into the file is hard to find).
     let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!("{shown}: not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to())
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow::anyhow!("{shown}: line {line}: not UTF-8 text (invalid byte at offset {at}); save the file as UTF-8")
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();

@@ -162,6 +162,12 @@ pub fn prepare(cfg: &SpeechConfig, peft: &PeftConfig, train: &TrainConfig, devic
     let files = resolve_whisper(&cfg.model)?;
     let tok = WhisperTokenizer::from_file(&files.tokenizer)?;
     let (tr, va) = speech_splits(cfg, &tok, train.seed)?;
+    // Every clip must open and start decoding before the model loads and the run folder appears: a bad file found
+    // by the loader mid-training used to fail the job after its run folder was written.
+    let mut clips: Vec<&Path> = tr.iter().chain(&va).map(|c| c.audio.as_path()).collect();
+    clips.sort();
+    clips.dedup();
+    crate::audio::check_decodable(&clips)?;
     let mut vs = VarStore::new(device);
     let mut model = load_whisper(&mut vs, &files).with_context(|| format!("loading {}", cfg.model))?;
     let peft_report = setup_peft(&mut vs, &mut model, peft, cfg.freeze_encoder)?;

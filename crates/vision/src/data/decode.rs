@@ -20,6 +20,10 @@ pub fn has_image_extension(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMG_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
+/// The most pixels an image may have: PIL's decompression-bomb error threshold (`2 * MAX_IMAGE_PIXELS`, about 179
+/// million pixels, 537 MB as RGB8).
+pub const MAX_PIXELS: u64 = 2 * 89_478_485;
+
 /// Reads and decodes the image at `path` to RGB8 (see [`decode_bytes`]); errors name the file.
 pub fn decode_image(path: &Path) -> Result<RgbImage> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read the file", path.display()))?;
@@ -35,6 +39,11 @@ pub fn decode_image(path: &Path) -> Result<RgbImage> {
 /// differs. The EXIF orientation, if any, is then applied (PIL leaves it to `ImageOps.exif_transpose`).
 pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage> {
     decode_with(bytes, Limits::default(), false)
+}
+
+/// Some decoder errors carry line breaks (the JPEG decoder's "I/O errors …\n"); a reason is shown on one line.
+fn one_line(e: impl std::fmt::Display) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// [`decode_bytes`] under `limits` (largest width and height, most memory the decoded pixels may take), so that an
@@ -58,14 +67,25 @@ fn decode_with(bytes: &[u8], limits: Limits, reserve_pixels: bool) -> Result<Rgb
     };
     // image's errors repeat their cause in both Display and source(), so they are flattened to one message.
     let mut decoder = reader.into_decoder().map_err(|e| match e {
-        image::ImageError::Limits(e) => anyhow!("the {format:?} image is larger than allowed: {e}"),
-        e => anyhow!("not a valid {format:?} file: {e}"),
+        image::ImageError::Limits(e) => anyhow!("the {format:?} image is larger than allowed: {}", one_line(e)),
+        e => anyhow!("not a valid {format:?} file: {}", one_line(e)),
     })?;
     // A broken EXIF block should not make an otherwise fine picture unusable: fall back to "as stored".
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         bail!("the {format:?} header says the image is {w}x{h} pixels");
+    }
+    // A decompression bomb: a few bytes whose header promises billions of pixels. `from_decoder` allocates the
+    // whole buffer up front without consulting `limits`, and a failed allocation aborts the process (a 100000x100000
+    // PNG asked for 30 GB and killed `suite` with SIGABRT). Refuse it from the header, as PIL does above
+    // `MAX_IMAGE_PIXELS`.
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        bail!(
+            "the {format:?} header says the image is {w}x{h} pixels, more than the {} million allowed (a \
+             decompression bomb or a corrupt header)",
+            MAX_PIXELS / 1_000_000
+        );
     }
     if reserve_pixels {
         let need = decoder.total_bytes();
@@ -74,8 +94,8 @@ fn decode_with(bytes: &[u8], limits: Limits, reserve_pixels: bool) -> Result<Rgb
         })?;
     }
     let img = DynamicImage::from_decoder(decoder).map_err(|e| match e {
-        image::ImageError::Limits(e) => anyhow!("the {w}x{h} {format:?} image is larger than allowed: {e}"),
-        e => anyhow!("corrupt or truncated {format:?} data: {e}"),
+        image::ImageError::Limits(e) => anyhow!("the {w}x{h} {format:?} image is larger than allowed: {}", one_line(e)),
+        e => anyhow!("corrupt or truncated {format:?} data: {}", one_line(e)),
     })?;
     if format == image::ImageFormat::Jpeg && !jpeg_has_end_marker(bytes) {
         // The JPEG decoder pads a truncated scan with grey instead of failing; PIL (without
@@ -194,6 +214,14 @@ pub fn check_decodable_sets(
         return Ok((sets, bad));
     }
     if !skip_bad {
+        // One bad file: one line that names it and the reason; several: a count, then one line per file.
+        if let [b] = bad.as_slice() {
+            bail!(
+                "{} cannot be decoded: {} (fix or remove it, or pass --skip-bad to drop it)",
+                b.path.display(),
+                b.reason
+            );
+        }
         let list: Vec<String> = bad.iter().map(|b| format!("  {b}")).collect();
         bail!(
             "{} of {} images cannot be decoded (fix or remove them, or pass --skip-bad to drop them):\n{}",

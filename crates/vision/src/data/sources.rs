@@ -274,8 +274,17 @@ pub fn stratified_split(samples: &[Sample], val_fraction: f64, seed: u64) -> (Ve
 /// integer). Paths are relative to the manifest's folder. Without `classes`, the class list is the sorted distinct
 /// labels; with it, every label must be one of its classes. Every bad row is reported with its file and line.
 pub fn load_manifest(path: &Path, classes: Option<&ClassList>) -> Result<(ClassList, Vec<Sample>)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the manifest", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read the manifest", path.display()))?;
+    // Invalid UTF-8 is named by its line (it used to be "stream did not contain valid UTF-8", with no line).
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..valid].iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow::anyhow!(
+            "{}:{line}: byte 0x{:02X} is not UTF-8; save the manifest as UTF-8",
+            path.display(),
+            e.as_bytes()[valid]
+        )
+    })?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let rows = match ext.as_str() {
         "csv" => parse_csv(path, &text)?,
@@ -290,7 +299,12 @@ pub fn load_manifest(path: &Path, classes: Option<&ClassList>) -> Result<(ClassL
     for (line, file, _) in &rows {
         let full = base.join(file);
         if !full.is_file() {
-            errors.push(format!("{}:{line}: image {file:?} not found (looked for {})", path.display(), full.display()));
+            errors.push(format!(
+                "{}:{line}: image {} not found (looked for {})",
+                path.display(),
+                short(file),
+                short(&full.display().to_string())
+            ));
         }
     }
     let list = match classes {
@@ -298,8 +312,9 @@ pub fn load_manifest(path: &Path, classes: Option<&ClassList>) -> Result<(ClassL
             for (line, _, label) in &rows {
                 if c.index(label).is_none() {
                     errors.push(format!(
-                        "{}:{line}: label {label:?} is not one of the {} classes ({})",
+                        "{}:{line}: label {} is not one of the {} classes ({})",
                         path.display(),
+                        short(label),
                         c.len(),
                         c.short()
                     ));
@@ -344,6 +359,24 @@ fn fail_with(errors: Vec<String>) -> Result<()> {
 
 type Row = (usize, String, String);
 
+/// `value` quoted for an error message, cut to 80 characters: a manifest line of megabytes is named, not echoed.
+fn short(value: &str) -> String {
+    if value.chars().count() <= 80 {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(80).collect();
+    format!("{head:?}… ({} bytes)", value.len())
+}
+
+/// Like [`short`], unquoted (a JSON line).
+fn cut(value: &str) -> String {
+    if value.chars().count() <= 80 {
+        return value.to_string();
+    }
+    let head: String = value.chars().take(80).collect();
+    format!("{head}… ({} bytes)", value.len())
+}
+
 fn parse_csv(path: &Path, text: &str) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
@@ -366,15 +399,16 @@ fn parse_csv(path: &Path, text: &str) -> Result<Vec<Row>> {
         }
         if fields.len() != 2 {
             errors.push(format!(
-                "{}:{line}: expected 2 columns (path,label), found {}: {raw:?}",
+                "{}:{line}: expected 2 columns (path,label), found {}: {}",
                 path.display(),
-                fields.len()
+                fields.len(),
+                short(raw)
             ));
             continue;
         }
         let [file, label]: [String; 2] = fields.try_into().expect("two fields");
         if file.is_empty() || label.is_empty() {
-            errors.push(format!("{}:{line}: empty path or label: {raw:?}", path.display()));
+            errors.push(format!("{}:{line}: empty path or label: {}", path.display(), short(raw)));
             continue;
         }
         rows.push((line, file, label));
@@ -464,8 +498,9 @@ fn parse_jsonl(path: &Path, text: &str) -> Result<Vec<Row>> {
         match (file, label) {
             (Some(f), Some(l)) if !f.is_empty() && !l.is_empty() => rows.push((line, f, l)),
             _ => errors.push(format!(
-                "{}:{line}: expected an object with a string \"path\" and a string or integer \"label\", got {raw}",
-                path.display()
+                "{}:{line}: expected an object with a string \"path\" and a string or integer \"label\", got {}",
+                path.display(),
+                cut(raw)
             )),
         }
     }
