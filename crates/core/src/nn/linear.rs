@@ -28,8 +28,9 @@ impl Linear {
     /// Registers `weight` (and `bias` when `bias` is true) under `p` with torch's default initialisation.
     pub fn new(p: nn::Path, in_features: i64, out_features: i64, bias: bool) -> Self {
         let bound = 1.0 / (in_features as f64).sqrt();
-        let weight = p.var("weight", &[out_features, in_features], nn::Init::Uniform { lo: -bound, up: bound });
-        let bias = bias.then(|| p.var("bias", &[out_features], nn::Init::Uniform { lo: -bound, up: bound }));
+        let init = nn::Init::Uniform { lo: -bound, up: bound };
+        let weight = super::init::var(&p, "weight", &[out_features, in_features], init);
+        let bias = bias.then(|| super::init::var(&p, "bias", &[out_features], init));
         Self { name: super::path_name(&p), weight, bias, adapters: Vec::new(), quantized: None }
     }
 

@@ -11,6 +11,7 @@ mod checkpoint;
 #[cfg(test)]
 mod checkpoint_tests;
 mod conv;
+pub mod init;
 mod linear;
 
 pub use attention::{scaled_dot_product_attention, AttentionSlots, PrefixKv};

@@ -158,7 +158,7 @@ fn a_parameter_without_a_gradient_is_skipped_as_in_torch() {
             // u takes part in even steps only.
             let mut loss = (&w * grads.get(i).get(0)).sum(Kind::Float);
             if i % 2 == 0 {
-                loss = loss + (&u * grads.get(i).get(1)).sum(Kind::Float);
+                loss += (&u * grads.get(i).get(1)).sum(Kind::Float);
             }
             loss.backward();
             o.step(0.05);

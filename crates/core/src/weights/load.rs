@@ -393,9 +393,20 @@ pub fn load_named_from(
     let entries: Vec<Entry> = tensors.iter().map(|(n, t)| entry_of(n.clone(), t)).collect();
     let vars = vs.variables();
     let plan = plan(&vars, &entries, opts, source)?;
+    // Each checkpoint tensor is dropped after its last copy, so that its memory goes back while the variables
+    // fill (see `nn::init::without_init` for variables that are not resident before their copy).
+    let mut uses = vec![0usize; tensors.len()];
+    for (i, _, _) in &plan.copies {
+        uses[*i] += 1;
+    }
+    let mut tensors: Vec<Option<Tensor>> = tensors.into_iter().map(|(_, t)| Some(t)).collect();
     for (i, var, transpose) in &plan.copies {
-        let t = &tensors[*i].1;
+        let t = tensors[*i].as_ref().expect("dropped only after its last use");
         copy_into(&vars, var, &if *transpose { t.tr() } else { t.shallow_clone() }, source)?;
+        uses[*i] -= 1;
+        if uses[*i] == 0 {
+            tensors[*i] = None;
+        }
     }
     Ok(plan.report)
 }

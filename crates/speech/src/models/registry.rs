@@ -223,7 +223,8 @@ pub fn whisper_parameter_names(config: &WhisperConfig) -> Vec<String> {
 /// Builds a Whisper at the root of `vs` and loads its weights by name, strictly: every variable must be in the
 /// checkpoint and every checkpoint tensor must be used (a tied `proj_out.weight` copy is ignored).
 pub fn load_whisper(vs: &mut VarStore, files: &WhisperFiles) -> Result<Whisper> {
-    let model = Whisper::new(&vs.root(), &files.config)?;
+    // Every variable is overwritten by the strict load below: no random initialisation to hold beside it.
+    let model = suite_core::nn::init::without_init(|| Whisper::new(&vs.root(), &files.config))?;
     let opts = LoadOptions::strict().skip(["proj_out.weight"]);
     match &files.weights {
         WhisperWeights::Safetensors(paths) => {

@@ -3,7 +3,7 @@
 //! name and exports load back into transformers.
 
 use anyhow::{bail, Result};
-use suite_core::nn::{LayerVisitor, Linear, VisitLayers};
+use suite_core::nn::{init, LayerVisitor, Linear, VisitLayers};
 use tch::{nn, Kind, Tensor};
 
 use super::attention::WhisperAttention;
@@ -36,8 +36,9 @@ struct Conv1d {
 impl Conv1d {
     fn new(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> Self {
         let bound = 1.0 / ((c_in * 3) as f64).sqrt();
-        let init = nn::Init::Uniform { lo: -bound, up: bound };
-        Self { weight: p.var("weight", &[c_out, c_in, 3], init), bias: p.var("bias", &[c_out], init), stride }
+        let u = nn::Init::Uniform { lo: -bound, up: bound };
+        let (weight, bias) = (init::var(&p, "weight", &[c_out, c_in, 3], u), init::var(&p, "bias", &[c_out], u));
+        Self { weight, bias, stride }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -185,8 +186,8 @@ impl Whisper {
             encoder_positions,
             encoder_layers: (0..c.encoder_layers).map(|i| EncoderLayer::new(&(&enc / "layers" / i), c)).collect(),
             encoder_norm: layer_norm(&enc / "layer_norm", c.d_model),
-            embed_tokens: (&dec / "embed_tokens").var("weight", &[c.vocab_size, c.d_model], std),
-            decoder_positions: (&dec / "embed_positions").var("weight", &[c.max_target_positions, c.d_model], std),
+            embed_tokens: init::var(&(&dec / "embed_tokens"), "weight", &[c.vocab_size, c.d_model], std),
+            decoder_positions: init::var(&(&dec / "embed_positions"), "weight", &[c.max_target_positions, c.d_model], std),
             decoder_layers: (0..c.decoder_layers).map(|i| DecoderLayer::new(&(&dec / "layers" / i), c)).collect(),
             decoder_norm: layer_norm(&dec / "layer_norm", c.d_model),
             config: config.clone(),
