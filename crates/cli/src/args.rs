@@ -42,6 +42,89 @@ pub enum Command {
     /// Check a data-parallel launch: join the process group that torchrun (or RANK/WORLD_SIZE/MASTER_ADDR/
     /// MASTER_PORT) describes, all-reduce and broadcast a tensor, and print what each rank got.
     DistCheck(DistCheckArgs),
+    /// Check a data set before training: class balance, duplicates and leakage across splits, unreadable files,
+    /// sizes and lengths, and with --run the examples whose labels look wrong (confident learning).
+    Inspect(InspectArgs),
+}
+
+/// `suite inspect`.
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+Reads the data through the same readers as `suite finetune` and writes report.json (every number and listed item)
+and a self-contained report.html (charts inline) into --out, printing a summary with what to do about each finding.
+
+Duplicates: exact (same bytes, same decoded audio, same normalised text) and near (images by perceptual hash within
+--near-distance bits, texts by MinHash over character 5-grams at Jaccard >= --near-jaccard), within each split and
+across splits (leakage).
+
+Label issues (--run): every example is scored by a logistic regression on the run model's features, fitted on the
+other --folds folds (out-of-sample probabilities, as cleanlab recommends), then ranked by confident learning exactly
+as cleanlab.filter.find_label_issues ranks them.")]
+pub struct InspectArgs {
+    /// Domain of the data.
+    pub domain: Domain,
+    /// Training data: an image folder, a CSV/JSONL manifest… (what `suite finetune --data` takes).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Validation data.
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Test data.
+    #[arg(long)]
+    pub test_data: Option<PathBuf>,
+    /// A run trained on this kind of data: its model ranks label-issue candidates (classification), and its
+    /// tokenizer and settings are used for length checks.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// `best` (default) or `final` model of --run.
+    #[arg(long, default_value = "best")]
+    pub which: String,
+    /// Task recipe (TOML) whose data settings to use (task, columns, max length, model).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Tokenizer source for length checks (text, speech): a registry name, hub id or local folder (default: the
+    /// run's, the recipe's, or the domain's default model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Text task: `classify` (default), `ner` or `qa`.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Tokens per sequence the model will see (text): longer examples are counted as truncated.
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// Classification: name of the text column.
+    #[arg(long)]
+    pub text_column: Option<String>,
+    /// Classification: name of the second text column of sentence pairs.
+    #[arg(long)]
+    pub pair_column: Option<String>,
+    /// Classification: name of the label column.
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Classification: several labels per text.
+    #[arg(long)]
+    pub multi_label: bool,
+    /// Speech: language code for manifest rows without one.
+    #[arg(long)]
+    pub language: Option<String>,
+    /// Images: largest Hamming distance (of 64 bits) between perceptual hashes of near duplicates.
+    #[arg(long, default_value_t = 4)]
+    pub near_distance: u32,
+    /// Texts: smallest Jaccard similarity of character 5-gram sets of near duplicates.
+    #[arg(long, default_value_t = 0.8)]
+    pub near_jaccard: f64,
+    /// Cross-validation folds of the label-issue scores.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Folder for report.json and report.html (default: reports/inspect-<domain>-<time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print report.json to stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Device for --run's model: `cpu`, `cuda`, `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// `suite dist-check`.

@@ -8,6 +8,7 @@ mod eval;
 mod export;
 mod finetune;
 mod generate;
+mod inspect;
 mod predict;
 mod report;
 mod serve;
@@ -33,5 +34,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
         Command::DistCheck(a) => dist_check::run(a),
+        Command::Inspect(a) => inspect::run(a),
     }
 }

@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 
 pub use atomic::{atomic_replace_dir, atomic_write, recover_replaced_dir, staging_dir};
 pub use model_dir::model_dir;
-pub use plot::{plot_confusion, plot_curves, CURVE_PANEL_SIZE};
+pub use plot::{bar_chart_svg, plot_confusion, plot_curves, CURVE_PANEL_SIZE};
 
 /// One line of `metrics.jsonl`, tagged by `"kind"`. Non-finite numbers (a diverged loss) are written as `null`,
 /// since JSON has no NaN, and read back as NaN.
