@@ -9,6 +9,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A file over the file-size limit (RLIMIT_FSIZE) would kill the process with SIGXFSZ mid-write; ignored, the
+    // write fails with EFBIG and is reported like a full disk (ENOSPC): one error line naming the file.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let cli = args::Cli::parse();
     // libtorch reports some failures by panicking inside tch; turn any panic into one error line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {

@@ -50,19 +50,23 @@ impl Checkpoint {
     }
 
     /// Writes a checkpoint into `staging` (an empty folder; the caller renames it into place when complete).
+    ///
+    /// Each file is flushed to disk before the caller's rename, so a checkpoint in place is whole even after a
+    /// power cut, and a failed write (a full disk) names the file and the system's reason.
     pub fn write(staging: &Path, vs: &VarStore, optimizer: Vec<(String, Tensor)>, state: &TrainerState) -> Result<()> {
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let vars: Vec<(String, Tensor)> =
             vars.into_iter().map(|(n, t)| (n, t.detach().to_device(tch::Device::Cpu))).collect();
-        Tensor::write_safetensors(&vars, staging.join(MODEL)).context("writing checkpoint model.safetensors")?;
+        crate::weights::save_safetensors(&staging.join(MODEL), &vars, None)?;
         let optimizer: Vec<(String, Tensor)> =
             optimizer.into_iter().map(|(n, t)| (n, t.detach().to_device(tch::Device::Cpu))).collect();
         if !optimizer.is_empty() {
-            Tensor::write_safetensors(&optimizer, staging.join(OPTIM)).context("writing optimizer.safetensors")?;
+            crate::weights::save_safetensors(&staging.join(OPTIM), &optimizer, None)?;
         }
-        std::fs::write(staging.join(STATE), serde_json::to_vec_pretty(state)?).context("writing trainer_state.json")?;
-        Ok(())
+        let path = staging.join(STATE);
+        crate::runs::atomic_write(&path, &serde_json::to_vec_pretty(state)?)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// The saved loop state.

@@ -282,3 +282,94 @@ fn bad_config_values_are_named() {
     assert!(e.contains("gpu7"), "{e}");
     let _ = nn::Init::Const(0.0);
 }
+
+/// A process killed between the last checkpoint (marked finished) and `final/`: resuming writes `final/` (and the
+/// curves) from the checkpoint, the same bytes as the uninterrupted run's.
+#[test]
+fn resuming_a_finished_run_writes_a_missing_final_model() {
+    let _rng = crate::device::torch_rng_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, eval) = loaders(8, 0);
+    let cfg = TrainConfig { epochs: 1, ..config() };
+    let mut model = Mlp::new(0);
+    Trainer::new(cfg.clone(), run_dir(tmp.path()))
+        .unwrap()
+        .quiet(true)
+        .fit(&mut model, &train, Some(&eval), false)
+        .unwrap();
+    let final_model = tmp.path().join("final/model.safetensors");
+    let written = std::fs::read(&final_model).unwrap();
+    std::fs::remove_dir_all(tmp.path().join("final")).unwrap();
+    std::fs::remove_file(tmp.path().join("curves.png")).unwrap();
+
+    let mut resumed = Mlp::new(99);
+    let s = Trainer::new(cfg, RunDir::create(tmp.path(), false).unwrap())
+        .unwrap()
+        .quiet(true)
+        .fit(&mut resumed, &train, Some(&eval), true)
+        .unwrap();
+    assert_eq!(s.resumed_from, Some(12));
+    assert_eq!(std::fs::read(&final_model).unwrap(), written, "final/ differs from the uninterrupted run's");
+    assert!(tmp.path().join("curves.png").is_file());
+}
+
+/// A process killed before its first checkpoint, after logging: the resumed run starts over and logs each step once.
+#[test]
+fn resuming_without_a_checkpoint_drops_what_the_killed_process_logged() {
+    let _rng = crate::device::torch_rng_lock();
+    let (train, eval) = loaders(8, 0);
+    let cfg = TrainConfig { epochs: 1, save_steps: Some(6), log_steps: 1, ..config() };
+    let a = tempfile::tempdir().unwrap();
+    Trainer::new(cfg.clone(), run_dir(a.path()))
+        .unwrap()
+        .quiet(true)
+        .fit(&mut Mlp::new(0), &train, Some(&eval), false)
+        .unwrap();
+
+    let b = tempfile::tempdir().unwrap();
+    let err = Trainer::new(cfg.clone(), run_dir(b.path()))
+        .unwrap()
+        .quiet(true)
+        .interrupt_after(3)
+        .fit(&mut Mlp::new(0), &train, Some(&eval), false)
+        .unwrap_err();
+    assert!(err.to_string().contains("interrupted"));
+    let s = Trainer::new(cfg, RunDir::create(b.path(), false).unwrap())
+        .unwrap()
+        .quiet(true)
+        .fit(&mut Mlp::new(0), &train, Some(&eval), true)
+        .unwrap();
+    assert_eq!(s.resumed_from, None);
+    let steps = |dir: &Path| -> Vec<u64> {
+        crate::runs::read_metrics(&dir.join("metrics.jsonl")).unwrap().iter().map(|r| r.step()).collect()
+    };
+    assert_eq!(steps(a.path()), steps(b.path()));
+}
+
+/// A checkpoint that cannot be written fails the run naming its step and the checkpoint that is kept, which stays
+/// the newest; the run then resumes from it. (The obstacle here is a file where the staging folder goes; a full
+/// disk is tested end to end in tests/kill_campaign.rs.)
+#[test]
+fn a_checkpoint_that_cannot_be_written_names_the_one_kept() {
+    let _rng = crate::device::torch_rng_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, eval) = loaders(8, 0);
+    let cfg = TrainConfig { epochs: 1, save_steps: Some(4), ..config() };
+    let run = run_dir(tmp.path());
+    let ckpts = tmp.path().join("checkpoints");
+    let obstacle = crate::runs::staging_dir(&ckpts.join(Checkpoint::folder_name(8))).unwrap();
+    std::fs::write(&obstacle, "in the way").unwrap();
+    let err = Trainer::new(cfg.clone(), run).unwrap().quiet(true).fit(&mut Mlp::new(0), &train, Some(&eval), false);
+    let msg = format!("{:#}", err.unwrap_err());
+    assert!(msg.contains("cannot write the checkpoint of step 8"), "{msg}");
+    assert!(msg.contains(&format!("{}, is kept", ckpts.join("step-00000004").display())), "{msg}");
+    assert_eq!(crate::train::latest_checkpoint(&ckpts).unwrap().unwrap().dir, ckpts.join("step-00000004"));
+
+    std::fs::remove_file(&obstacle).unwrap();
+    let s = Trainer::new(cfg, RunDir::create(tmp.path(), false).unwrap())
+        .unwrap()
+        .quiet(true)
+        .fit(&mut Mlp::new(99), &train, Some(&eval), true)
+        .unwrap();
+    assert_eq!((s.resumed_from, s.steps), (Some(4), 12));
+}

@@ -178,6 +178,9 @@ impl Trainer {
         };
         if state.finished {
             self.say("this run had already finished".to_string());
+            if plan.rank == 0 {
+                self.complete_finished(model, eval.is_some())?;
+            }
             return Ok(summary);
         }
         let started = Instant::now();
@@ -256,6 +259,8 @@ impl Trainer {
     ) -> Result<Option<usize>> {
         let Some(ck) = latest_checkpoint(&self.run.checkpoints_dir())? else {
             self.say("no checkpoint to resume from: starting from the beginning".to_string());
+            // What a process killed before its first checkpoint logged is logged again from step 1.
+            self.run.truncate_metrics_after(0)?;
             return Ok(None);
         };
         let saved = ck.state()?;
@@ -541,22 +546,59 @@ impl Trainer {
     }
 
     /// Writes a checkpoint into a staging folder, moves it into place, then prunes old ones.
+    ///
+    /// A checkpoint that cannot be written (a full disk, most often) fails the run with an error naming it, the
+    /// file and the reason, and the previous checkpoint kept; its partial files are removed, as they hold space
+    /// and a resume must find the previous checkpoint as the newest.
     fn checkpoint<M: TrainModel>(&self, model: &M, optimizer: &dyn Optimizer, state: &TrainerState) -> Result<()> {
         let dir = self.run.checkpoints_dir();
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let name = Checkpoint::folder_name(state.step);
         let staging = runs::staging_dir(&dir.join(&name))?;
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging)?;
+        let write = || -> Result<()> {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            if staging.exists() {
+                std::fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
+            }
+            std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+            Checkpoint::write(&staging, model.var_store(), optimizer.state_tensors(), state)?;
+            runs::atomic_replace_dir(&staging, &dir.join(&name))
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_dir_all(&staging);
+            let kept = match latest_checkpoint(&dir).ok().flatten() {
+                Some(c) => format!("the last complete checkpoint, {}, is kept", c.dir.display()),
+                None => "no earlier checkpoint exists".to_string(),
+            };
+            return Err(e.context(format!(
+                "cannot write the checkpoint of step {} ({kept}; make room, then continue with --resume {})",
+                state.step,
+                self.run.root().display()
+            )));
         }
-        std::fs::create_dir_all(&staging)?;
-        Checkpoint::write(&staging, model.var_store(), optimizer.state_tensors(), state)?;
-        runs::atomic_replace_dir(&staging, &dir.join(&name))?;
         let all = list_checkpoints(&dir)?;
         let keep = self.config.keep_checkpoints.max(1);
         if all.len() > keep {
             for (_, old) in &all[..all.len() - keep] {
                 std::fs::remove_dir_all(&old.dir).with_context(|| format!("removing {}", old.dir.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// On resuming a finished run: writes what a process killed after the last checkpoint had not written yet
+    /// (`final/`, `best/` of a run without evaluation, the curves). The restored weights are the final ones, so
+    /// these are the files the uninterrupted run wrote.
+    fn complete_finished<M: TrainModel>(&self, model: &M, evaluated: bool) -> Result<()> {
+        if !self.run.final_dir().exists() {
+            self.save_model_dir(model, &self.run.final_dir())?;
+        }
+        if !evaluated && !self.run.best_dir().exists() {
+            self.save_model_dir(model, &self.run.best_dir())?;
+        }
+        if !self.run.curves_path().exists() {
+            let records = runs::read_metrics(&self.run.metrics_path())?;
+            if let Err(e) = runs::plot_curves(&records, &self.run.curves_path()) {
+                self.say(format!("warning: could not draw {}: {e:#}", self.run.curves_path().display()));
             }
         }
         Ok(())
