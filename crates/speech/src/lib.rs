@@ -7,6 +7,7 @@
 pub mod audio;
 pub mod data;
 pub mod decode;
+pub mod inspect;
 pub mod metrics;
 pub mod models;
 pub mod task;

@@ -3,4 +3,4 @@ mod manifest;
 #[cfg(test)]
 mod tests;
 
-pub use manifest::{read_speech_data, SpeechExample};
+pub use manifest::{read_speech_data, read_speech_rows, SpeechExample};
