@@ -236,3 +236,30 @@ fn missing_or_malformed_manifests_are_user_errors() {
     let out = suite(d, &["inspect", "speech", "--data", "ok.jsonl", "--max-len", "12", "--out", "rep"]);
     out.assert_user_error(&["--max-len"]);
 }
+
+#[test]
+fn run_chooses_the_tokenizer_and_the_default_language() {
+    let dir = tmp();
+    let d = dir.path();
+    write_wav(&d.join("a.wav"), 16_000, 1, 16_000, tone(200.0, 0.3));
+    jsonl(&d.join("train.jsonl"), &[serde_json::json!({"audio": "a.wav", "text": "no language in the row"})]);
+    // A LoRA run keeps only its adapter: the tokenizer is its base model's, the language its recorded one.
+    let run = d.join("run");
+    std::fs::create_dir_all(run.join("best")).unwrap();
+    std::fs::write(run.join("best/adapter.safetensors"), b"").unwrap();
+    std::fs::write(run.join("config.toml"), "[speech]\nmodel = \"whisper-base\"\nlanguage = \"de\"\n\n[train]\n")
+        .unwrap();
+    let out = suite(d, &["inspect", "speech", "--data", "train.jsonl", "--run", "run", "--out", "rep"]);
+    out.assert_ok();
+    let r = read_json(&d.join("rep/report.json"));
+    assert_eq!(r["run"], "run");
+    assert_eq!(stat(&r, "languages", "rows_without_language"), 0);
+    assert_eq!(stat(&r, "languages", "examples")["de"]["train"], 1);
+    assert!(stat(&r, "transcripts", "tokenizer").as_str().unwrap().ends_with("tokenizer.json"));
+
+    let out =
+        suite(d, &["inspect", "speech", "--data", "train.jsonl", "--run", "run", "--which", "final", "--out", "x"]);
+    out.assert_user_error(&["final", "no saved model"]);
+    let out = suite(d, &["inspect", "speech", "--data", "train.jsonl", "--run", "run", "--model", "whisper-base"]);
+    out.assert_user_error(&["--run", "--model"]);
+}
