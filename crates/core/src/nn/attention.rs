@@ -88,5 +88,35 @@ pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Op
 }
 
 fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool, dropout: f64) -> Tensor {
+    if dropout > 0.0 && q.device() == tch::Device::Cpu {
+        return math_attention_with_dropout(q, k, v, mask, causal, dropout);
+    }
     Tensor::scaled_dot_product_attention(q, k, v, mask, dropout, causal, None::<f64>, false)
+}
+
+/// libtorch's own CPU path for attention with dropout (`_scaled_dot_product_attention_math`: its fused CPU kernel
+/// takes no dropout), step for step — √scale on each of q and k, the additive or causal mask, the safe softmax,
+/// dropout, the product with v — except that the dropout mask comes from [`super::dropout`], whose mask costs a
+/// fraction of libtorch's serial Bernoulli sampler on non-Intel CPUs.
+fn math_attention_with_dropout(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    causal: bool,
+    p: f64,
+) -> Tensor {
+    let head_dim = *q.size().last().expect("attention query has a head dimension");
+    let factor = (1.0 / (head_dim as f64).sqrt()).sqrt();
+    let mut scores = (q * factor).matmul(&(k.transpose(-2, -1) * factor));
+    if causal {
+        let (l, s) = (q.size()[q.dim() - 2], k.size()[k.dim() - 2]);
+        let future = Tensor::ones([l, s], (Kind::Bool, q.device())).triu(1);
+        scores = scores.masked_fill(&future, f64::NEG_INFINITY);
+    }
+    if let Some(m) = mask {
+        scores = scores + m;
+    }
+    let probs = scores.internal_safe_softmax(-1, None::<Kind>);
+    super::dropout(probs, p, true).matmul(v)
 }

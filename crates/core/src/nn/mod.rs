@@ -11,6 +11,7 @@ mod checkpoint;
 #[cfg(test)]
 mod checkpoint_tests;
 mod conv;
+mod dropout;
 pub mod init;
 mod linear;
 
@@ -18,6 +19,7 @@ pub use attention::{scaled_dot_product_attention, AttentionSlots, PrefixKv};
 pub use batch_norm::BatchNorm2d;
 pub use checkpoint::checkpoint;
 pub use conv::{Conv2d, Conv2dConfig, ConvAdapter};
+pub use dropout::{dropout, keep_mask};
 pub use linear::{Linear, LinearAdapter};
 
 /// Receives every PEFT-capable layer of a model, by mutable reference.

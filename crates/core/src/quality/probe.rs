@@ -129,6 +129,7 @@ mod tests {
     #[test]
     fn out_of_fold_probabilities_find_a_flipped_label() {
         // Two well separated clusters; example 0 sits in cluster 0 but is labelled 1.
+        let _rng = crate::device::torch_rng_lock();
         tch::manual_seed(0);
         let n = 60;
         let labels: Vec<usize> = (0..n).map(|i| if i == 0 { 1 } else { i % 2 }).collect();

@@ -52,14 +52,11 @@ impl WhisperAttention {
     }
 
     /// Decoder self-attention of new positions `x` after the cached ones in `past`, which it extends.
-    pub(crate) fn forward_cached(&self, x: &Tensor, past: &mut Option<(Tensor, Tensor)>) -> Tensor {
+    pub(crate) fn forward_cached(&self, x: &Tensor, past: &mut Option<super::cache::SelfKv>) -> Tensor {
         let q = self.split(&self.q_proj.forward_t(x, false));
         let k_new = self.split(&self.k_proj.forward_t(x, false));
         let v_new = self.split(&self.v_proj.forward_t(x, false));
-        let (k, v) = match past.take() {
-            None => (k_new, v_new),
-            Some((k, v)) => (Tensor::cat(&[k, k_new], 2), Tensor::cat(&[v, v_new], 2)),
-        };
+        let (k, v) = super::cache::SelfKv::append(past, &k_new, &v_new);
         let q_len = q.size()[2];
         let k_len = k.size()[2];
         let y = if q_len == k_len {
@@ -74,7 +71,6 @@ impl WhisperAttention {
             let mask = Tensor::zeros([q_len, k_len], (q.kind(), q.device())).masked_fill(&hidden, f64::NEG_INFINITY);
             self.slots.attend(&q, &k, &v, Some(&mask), false, false)
         };
-        *past = Some((k, v));
         self.out_proj.forward_t(&self.merge(&y), false)
     }
 

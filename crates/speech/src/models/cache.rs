@@ -2,11 +2,57 @@
 
 use tch::Tensor;
 
+/// Self-attention keys and values of one block, in buffers allocated ahead: each step writes its new positions
+/// into the free tail instead of concatenating (a copy of the whole history per step and layer), and attention
+/// reads a view of the filled part. Buffers double when full, so a window of n tokens costs O(n) copies.
+#[derive(Debug)]
+pub(crate) struct SelfKv {
+    /// `[rows, heads, capacity, head_dim]`.
+    k: Tensor,
+    v: Tensor,
+    len: i64,
+}
+
+/// Positions a cache holds before its first growth: a window's prompt and a typical segment.
+const INITIAL_CAPACITY: i64 = 256;
+
+impl SelfKv {
+    /// Appends `k_new`, `v_new` (`[rows, heads, t, head_dim]`) and returns views of every position so far.
+    pub(crate) fn append(slot: &mut Option<SelfKv>, k_new: &Tensor, v_new: &Tensor) -> (Tensor, Tensor) {
+        let t = k_new.size()[2];
+        let kv = slot.get_or_insert_with(|| SelfKv {
+            k: Self::buffer(k_new, INITIAL_CAPACITY.max(t)),
+            v: Self::buffer(v_new, INITIAL_CAPACITY.max(t)),
+            len: 0,
+        });
+        let capacity = kv.k.size()[2];
+        if kv.len + t > capacity {
+            let grown = (2 * capacity).max(kv.len + t);
+            for buf in [&mut kv.k, &mut kv.v] {
+                let bigger = Self::buffer(buf, grown);
+                bigger.narrow(2, 0, kv.len).copy_(&buf.narrow(2, 0, kv.len));
+                *buf = bigger;
+            }
+        }
+        kv.k.narrow(2, kv.len, t).copy_(k_new);
+        kv.v.narrow(2, kv.len, t).copy_(v_new);
+        kv.len += t;
+        (kv.k.narrow(2, 0, kv.len), kv.v.narrow(2, 0, kv.len))
+    }
+
+    /// An uninitialised buffer shaped as `like` with `capacity` positions.
+    fn buffer(like: &Tensor, capacity: i64) -> Tensor {
+        let mut shape = like.size();
+        shape[2] = capacity;
+        Tensor::empty(shape.as_slice(), (like.kind(), like.device()))
+    }
+}
+
 /// Keys and values of one decoder block.
 #[derive(Debug, Default)]
 pub(crate) struct LayerCache {
-    /// Self-attention keys and values of every position so far, `[rows, heads, len, head_dim]`.
-    pub(crate) self_kv: Option<(Tensor, Tensor)>,
+    /// Self-attention keys and values of every position so far.
+    pub(crate) self_kv: Option<SelfKv>,
     /// Cross-attention keys and values of the encoder states, `[audio items, heads, frames, head_dim]`: computed
     /// on the first step and shared by every row (beam) of an item.
     pub(crate) cross_kv: Option<(Tensor, Tensor)>,
@@ -43,9 +89,14 @@ impl KvCache {
     /// moved.
     pub fn reorder(&mut self, beam_indices: &Tensor) {
         for layer in &mut self.layers {
-            if let Some((k, v)) = layer.self_kv.take() {
-                let idx = beam_indices.to_device(k.device());
-                layer.self_kv = Some((k.index_select(0, &idx), v.index_select(0, &idx)));
+            if let Some(kv) = layer.self_kv.as_mut() {
+                let idx = beam_indices.to_device(kv.k.device());
+                // Only the filled positions move; the free tail stays as it is.
+                for buf in [&mut kv.k, &mut kv.v] {
+                    let mut filled = buf.narrow(2, 0, kv.len);
+                    let moved = filled.index_select(0, &idx);
+                    filled.copy_(&moved);
+                }
             }
         }
     }

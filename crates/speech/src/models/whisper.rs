@@ -3,7 +3,7 @@
 //! name and exports load back into transformers.
 
 use anyhow::{bail, Result};
-use suite_core::nn::{init, LayerVisitor, Linear, VisitLayers};
+use suite_core::nn::{dropout, init, LayerVisitor, Linear, VisitLayers};
 use tch::{nn, Kind, Tensor};
 
 use super::attention::WhisperAttention;
@@ -17,13 +17,6 @@ fn layer_norm(p: nn::Path, d: i64) -> nn::LayerNorm {
     nn::layer_norm(p, vec![d], nn::LayerNormConfig { eps: LN_EPS, ..Default::default() })
 }
 
-fn dropout(x: Tensor, p: f64, train: bool) -> Tensor {
-    if train && p > 0.0 {
-        x.dropout(p, true)
-    } else {
-        x
-    }
-}
 
 /// A 1-D convolution of the audio stem (`conv1`, `conv2`), named as `torch.nn.Conv1d`.
 #[derive(Debug)]

@@ -75,14 +75,8 @@ impl Embedding {
     }
 }
 
-/// Inverted dropout in training mode; the identity (no copy) otherwise.
-pub(crate) fn dropout(x: Tensor, p: f64, train: bool) -> Tensor {
-    if train && p > 0.0 {
-        x.dropout(p, true)
-    } else {
-        x
-    }
-}
+/// Inverted dropout in training mode; the identity (no copy) otherwise (one implementation for every domain).
+pub(crate) use suite_core::nn::dropout;
 
 /// The additive attention mask `[batch, 1, 1, len]` of a 0/1 `[batch, len]` mask, in `kind`; `None` when every
 /// position is visible, so that attention runs unmasked (as transformers' SDPA path does).
