@@ -124,15 +124,7 @@ impl VisionPredictor {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let shape = self.input_shape().map(|d| d as i64);
-        for (i, x) in images.iter().enumerate() {
-            ensure!(
-                x.size() == shape,
-                "image {i}: a tensor of shape {:?}, expected {shape:?} (use decode to preprocess images)",
-                x.size()
-            );
-        }
-        let batch = Tensor::stack(images, 0).to_kind(Kind::Float);
+        let batch = self.stack(images)?;
         let probs = tch::no_grad(|| self.task.logits(&batch, false)).softmax(-1, Kind::Float).to_device(Device::Cpu);
         let n_labels = self.labels().len();
         let k = top_k_.clamp(1, n_labels.max(1));
@@ -145,6 +137,29 @@ impl VisionPredictor {
             );
         }
         Ok(flat.chunks(n_labels.max(1)).map(|p| ImagePrediction { top: top_k(p, self.labels(), k) }).collect())
+    }
+
+    /// The pooled backbone features `[N, num_features]` of `images` (tensors from [`VisionPredictor::decode`]) on
+    /// the CPU: the head's input, what `suite inspect --run` fits its label-issue probe on.
+    pub fn features(&self, images: &[Tensor]) -> Result<Tensor> {
+        if images.is_empty() {
+            return Ok(Tensor::zeros([0, self.task.model.num_features()], (Kind::Float, Device::Cpu)));
+        }
+        let batch = self.stack(images)?.to_device(self.task.vs.device());
+        Ok(tch::no_grad(|| self.task.model.forward_features(&batch, false)).to_device(Device::Cpu))
+    }
+
+    /// Stacks preprocessed images into a batch, refusing any of another shape.
+    fn stack(&self, images: &[Tensor]) -> Result<Tensor> {
+        let shape = self.input_shape().map(|d| d as i64);
+        for (i, x) in images.iter().enumerate() {
+            ensure!(
+                x.size() == shape,
+                "image {i}: a tensor of shape {:?}, expected {shape:?} (use decode to preprocess images)",
+                x.size()
+            );
+        }
+        Ok(Tensor::stack(images, 0).to_kind(Kind::Float))
     }
 }
 

@@ -220,3 +220,24 @@ fn an_adapter_folder_predicts_as_the_adapted_model() {
     eprintln!("vision LoRA: adapter folder vs the adapted model in memory, largest difference {worst:e}");
     assert!(worst <= TOL, "adapter folder vs the adapted model in memory: largest difference {worst:e}");
 }
+
+#[test]
+fn features_are_the_input_of_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    saved_tiny_model(dir.path());
+    let p = VisionPredictor::load(dir.path(), Device::Cpu).unwrap();
+    let images: Vec<Tensor> = (0..3).map(|s| p.decode(&png(36, 30, s)).unwrap()).collect();
+    let f = p.features(&images).unwrap();
+    assert_eq!(f.size(), [3, p.task.model.num_features()]);
+    // The head on these features gives the model's logits; one image at a time gives the same features.
+    let from_features = tch::no_grad(|| p.task.model.forward_head(&f, false));
+    let logits = tch::no_grad(|| p.task.logits(&Tensor::stack(&images, 0), false));
+    let worst = (from_features - logits).abs().max().double_value(&[]);
+    assert!(worst <= 1e-5, "head(features) vs logits: largest difference {worst:e}");
+    let one = p.features(&images[1..2]).unwrap();
+    let worst = (one - f.narrow(0, 1, 1)).abs().max().double_value(&[]);
+    assert!(worst <= 1e-5, "batched vs one image: largest difference {worst:e}");
+    assert_eq!(p.features(&[]).unwrap().size(), [0, p.task.model.num_features()]);
+    let wrong = Tensor::zeros([3, 16, 16], (Kind::Float, Device::Cpu));
+    assert!(p.features(&[wrong]).is_err());
+}
