@@ -144,6 +144,52 @@ fn check_wav_header(bytes: &[u8], shown: &str) -> Result<()> {
     Ok(())
 }
 
+/// Symphonia allocates each Vorbis comment (the tags of FLAC and OGG files) at the length its header claims, before
+/// reading it: a 323-byte FLAC file claiming a 4-GB comment made it allocate 4 GB (found by fuzzing). A comment
+/// longer than what follows it in the file is refused here.
+fn check_vorbis_comments(bytes: &[u8], shown: &str) -> Result<()> {
+    let u32_at = |i: usize| bytes.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    // Comments from `at` (vendor length, vendor, count, then length-prefixed comments), within `end`.
+    let comments = |at: usize, end: usize| -> Result<()> {
+        let Some(vendor) = u32_at(at) else { return Ok(()) };
+        let mut at = (at + 4).saturating_add(vendor);
+        let Some(n) = u32_at(at) else { return Ok(()) };
+        at += 4;
+        for _ in 0..n {
+            let Some(len) = u32_at(at).filter(|_| at + 4 <= end) else { return Ok(()) };
+            at += 4;
+            if len > end - at {
+                bail!("{shown}: malformed audio tags: a comment claims {len} bytes, but only {} follow", end - at);
+            }
+            at += len;
+        }
+        Ok(())
+    };
+    if bytes.starts_with(b"fLaC") {
+        // Metadata blocks: a header byte (last-block flag, type; 4 is VORBIS_COMMENT) and a 24-bit length.
+        let mut at = 4;
+        while at + 4 <= bytes.len() {
+            let (head, len) =
+                (bytes[at], u32::from_be_bytes([0, bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize);
+            let body = at + 4;
+            if head & 0x7f == 4 {
+                comments(body, body.saturating_add(len).min(bytes.len()))?;
+            }
+            if head & 0x80 != 0 {
+                break;
+            }
+            at = body.saturating_add(len);
+        }
+    }
+    // OGG/Vorbis: the comment header packet starts with 0x03 "vorbis".
+    let mut from = 0;
+    while let Some(i) = bytes[from..].windows(7).position(|w| w == b"\x03vorbis") {
+        comments(from + i + 7, bytes.len())?;
+        from += i + 1;
+    }
+    Ok(())
+}
+
 /// The sample rates accepted, in Hz. Real formats span 8 kHz telephony to 768 kHz studio audio; a header outside
 /// this range is corrupt or hostile: 4294967295 Hz made the resampler plan an FFT of billions of points (the
 /// process hung, then was killed), and 1 Hz turns a 3-KB file into half an hour of audio to transcribe.
@@ -171,6 +217,7 @@ fn decode_bytes(bytes: Vec<u8>, hint: Option<&str>, shown: &str, first_only: boo
         bail!("{shown}: empty file (0 bytes), expected audio (WAV, FLAC, MP3 or OGG/Vorbis)");
     }
     check_wav_header(&bytes, shown)?;
+    check_vorbis_comments(&bytes, shown)?;
     let hint = make_hint(hint);
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_symphonia(bytes, &hint, shown, first_only))) {
         Ok(result) => result,

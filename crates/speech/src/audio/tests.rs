@@ -246,6 +246,15 @@ fn resampling_to_16k_preserves_tones() -> Result<()> {
     assert_eq!(resample(&x, 16000, 16000)?, x);
     assert!(resample(&x, 0, 16000).is_err());
     assert!(resample(&[], 44100, 16000)?.is_empty());
+    // Non-finite samples are an error, not a panic inside the FFT (a fuzzing finding).
+    for bad in [f32::NAN, f32::INFINITY, -3e37] {
+        let mut y = x.clone();
+        y[37] = bad;
+        for to in [16000, 44100] {
+            let e = resample(&y, 44100, to).unwrap_err().to_string();
+            ensure!(e.contains("sample 37") && e.contains("not audio"), "{e}");
+        }
+    }
     Ok(())
 }
 
@@ -334,4 +343,28 @@ fn audio_bytes_decode_like_files_and_bad_bytes_are_errors() -> Result<()> {
     let e = error_of(&zero);
     assert!(e.contains("rate0.wav") && e.contains("sample rate of 0 Hz"), "{e}");
     Ok(())
+}
+
+/// Fuzzing finding: a FLAC (or OGG/Vorbis) tag claiming a comment of gigabytes made symphonia allocate that much
+/// before reading; such tags are refused, naming the file.
+#[test]
+fn tags_longer_than_the_file_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Vendor "x", one comment of 4 GB - 16 bytes.
+    let tags: Vec<u8> =
+        [&1u32.to_le_bytes()[..], b"x", &1u32.to_le_bytes(), &0xFFFF_FFF0u32.to_le_bytes(), b"AB"].concat();
+    let mut flac = b"fLaC\x00\x00\x00\x22".to_vec();
+    flac.extend([0u8; 34]);
+    flac.extend([0x84, 0, 0, tags.len() as u8]);
+    flac.extend(&tags);
+    let mut ogg = b"OggS\x00\x02".to_vec();
+    ogg.extend([0u8; 20]);
+    ogg.extend(b"\x03vorbis");
+    ogg.extend(&tags);
+    for (name, bytes) in [("tags.flac", flac), ("tags.ogg", ogg)] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let e = error_of(&p);
+        assert!(e.contains(name) && e.contains("a comment claims 4294967280 bytes"), "{e}");
+    }
 }

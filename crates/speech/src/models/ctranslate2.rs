@@ -206,7 +206,11 @@ fn read_ct2_file(files: &[PathBuf], with_data: bool) -> Result<Ct2File> {
         for _ in 0..rank {
             shape.push(r.u32(&format!("shape of {name}"))? as i64);
         }
-        let numel: i64 = shape.iter().product();
+        // Checked: dimensions from the file can multiply past i64, and a wrapped count could match a small byte count.
+        let numel = shape
+            .iter()
+            .try_fold(1i64, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| anyhow!("{}: variable {name} has an impossible shape {shape:?}", r.label))?;
         let (kind, num_bytes) = if version >= 4 {
             let id = r.u8(&format!("dtype of {name}"))?;
             let kind = kind_of_type_id(id)
@@ -222,7 +226,7 @@ fn read_ct2_file(files: &[PathBuf], with_data: bool) -> Result<Ct2File> {
             };
             (kind, r.u32(&format!("element count of {name}"))? as u64 * item as u64)
         };
-        let expected = numel as u64 * kind.elt_size_in_bytes() as u64;
+        let expected = (numel as u64).saturating_mul(kind.elt_size_in_bytes() as u64);
         if num_bytes != expected {
             bail!(
                 "{}: variable {name} holds {num_bytes} bytes, but shape {shape:?} of {kind:?} needs {expected}",
@@ -230,6 +234,9 @@ fn read_ct2_file(files: &[PathBuf], with_data: bool) -> Result<Ct2File> {
             );
         }
         let data = if with_data || numel <= ALWAYS_READ_NUMEL {
+            // Before allocating: a few header bytes can claim gigabytes (found by fuzzing: a 40-byte file made this
+            // allocate 3 GiB before it read as truncated).
+            r.check_available(num_bytes, &format!("data of {name}"))?;
             let mut data = vec![0u8; num_bytes as usize];
             r.read_exact(&mut data, &format!("data of {name}"))?;
             Some(data)
@@ -520,4 +527,48 @@ pub fn read_ct2_model(files: &[PathBuf]) -> Result<(WhisperConfig, Vec<(String, 
 /// them; reads the layout only.
 pub fn ct2_variable_count(files: &[PathBuf]) -> Result<usize> {
     Ok(read_ct2_file(files, false)?.variables.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model.bin of version 6 holding `vars` (name, shape, dtype id, byte count, data), no aliases.
+    fn model_bin(dir: &Path, vars: &[(&str, &[u32], u8, u32, &[u8])]) -> PathBuf {
+        let s = |x: &str| {
+            let mut b = ((x.len() + 1) as u16).to_le_bytes().to_vec();
+            b.extend(x.as_bytes());
+            b.push(0);
+            b
+        };
+        let mut out = 6u32.to_le_bytes().to_vec();
+        out.extend(s("WhisperSpec"));
+        out.extend(3u32.to_le_bytes());
+        out.extend((vars.len() as u32).to_le_bytes());
+        for (name, shape, dtype, n, data) in vars {
+            out.extend(s(name));
+            out.push(shape.len() as u8);
+            shape.iter().for_each(|d| out.extend(d.to_le_bytes()));
+            out.push(*dtype);
+            out.extend(n.to_le_bytes());
+            out.extend(*data);
+        }
+        out.extend(0u32.to_le_bytes());
+        let p = dir.join("model.bin");
+        std::fs::write(&p, out).unwrap();
+        p
+    }
+
+    /// Fuzzing findings: a tiny file claiming a 3 GiB variable is refused as truncated before anything that size
+    /// is allocated, and dimensions whose product overflows are refused instead of wrapping.
+    #[test]
+    fn header_sizes_are_checked_before_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = model_bin(dir.path(), &[("encoder/conv1/weight", &[0x6000_0000], 2, 0xC000_0000, &[])]);
+        let err = format!("{:#}", read_ct2_model(&[p]).unwrap_err());
+        assert!(err.contains("truncated") && err.contains("data of encoder/conv1/weight"), "{err}");
+        let p = model_bin(dir.path(), &[("encoder/conv1/weight", &[65536; 4], 0, 0, &[])]);
+        let err = format!("{:#}", ct2_variable_count(&[p]).unwrap_err());
+        assert!(err.contains("impossible shape"), "{err}");
+    }
 }
