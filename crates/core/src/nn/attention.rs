@@ -115,7 +115,7 @@ fn math_attention_with_dropout(
         scores = scores.masked_fill(&future, f64::NEG_INFINITY);
     }
     if let Some(m) = mask {
-        scores = scores + m;
+        scores += m;
     }
     let probs = scores.internal_safe_softmax(-1, None::<Kind>);
     super::dropout(probs, p, true).matmul(v)

@@ -178,7 +178,7 @@ impl Report {
     /// Orders each section's findings most serious first (stable, so a domain's order stays within a severity).
     pub fn finish(&mut self) {
         for s in &mut self.sections {
-            s.findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+            s.findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
         }
     }
 

@@ -13,6 +13,7 @@
 
 mod atomic;
 mod model_dir;
+mod bar_chart;
 mod plot;
 
 use std::fs::{self, File, OpenOptions};
@@ -26,7 +27,8 @@ use crate::metrics::Metrics;
 
 pub use atomic::{atomic_replace_dir, atomic_write, recover_replaced_dir, staging_dir};
 pub use model_dir::model_dir;
-pub use plot::{bar_chart_svg, plot_confusion, plot_curves, CURVE_PANEL_SIZE};
+pub use bar_chart::bar_chart_svg;
+pub use plot::{plot_confusion, plot_curves, CURVE_PANEL_SIZE};
 
 /// One line of `metrics.jsonl`, tagged by `"kind"`. Non-finite numbers (a diverged loss) are written as `null`,
 /// since JSON has no NaN, and read back as NaN.
