@@ -6,6 +6,7 @@ pub mod chat;
 pub mod data;
 pub mod export;
 pub mod generate;
+pub mod inspect;
 pub mod metrics;
 pub mod models;
 pub mod offline;

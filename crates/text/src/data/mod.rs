@@ -26,7 +26,7 @@ pub use sft::{read_sft, SftContent, SftExample, SftFormat};
 pub use sft_dataset::{build_rows, SftBatch, SftDataset, SftRow, SftStats};
 pub use sft_tokenize::{alpaca_prompt, SftPrompt, SftTokenizer, SftTokens};
 pub use sources::{
-    read_classify, read_classify_checked, read_ner, read_ner_checked, read_squad, write_squad_predictions,
-    ClassifyColumns, ClassifyExample, NerSentence, QaAnswer, QaExample,
+    read_classify, read_classify_checked, read_classify_lines, read_ner, read_ner_checked, read_ner_lines, read_squad,
+    write_squad_predictions, ClassifyColumns, ClassifyExample, NerSentence, QaAnswer, QaExample,
 };
 pub use tokenize::{Encoded, TextTokenizer};

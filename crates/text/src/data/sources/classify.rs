@@ -74,6 +74,15 @@ pub fn read_classify_checked(
     Ok(rows.into_iter().map(|(e, _)| e).collect())
 }
 
+/// [`read_classify`] with the line each example starts on (1-based), for reports that name the line of an example.
+pub fn read_classify_lines(
+    path: &Path,
+    columns: &ClassifyColumns,
+    require_label: bool,
+) -> Result<Vec<(ClassifyExample, u64)>> {
+    read_with_lines(path, columns, require_label)
+}
+
 fn read_with_lines(path: &Path, columns: &ClassifyColumns, require_label: bool) -> Result<Vec<(ClassifyExample, u64)>> {
     let text = read_utf8(path)?;
     let rows = match extension(path).as_str() {
@@ -125,9 +134,18 @@ fn read_table(
         None => None,
     };
     let mut out = Vec::new();
+    // Lines are counted from the record's byte offset: the csv crate's own line count runs one behind after CRLF
+    // line ends, and its offset may point at the line end before the record. (byte offset counted up to, its line)
+    let mut counted = (0usize, 1u64);
     for record in reader.records() {
         let record = record.map_err(|e| table_error(path, e))?;
-        let line = record.position().map_or(0, |p| p.line());
+        let line = record.position().map_or(0, |p| {
+            let mut at = (p.byte() as usize).clamp(counted.0, text.len());
+            at += text.as_bytes()[at..].iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+            counted.1 += text.as_bytes()[counted.0..at].iter().filter(|&&b| b == b'\n').count() as u64;
+            counted.0 = at;
+            counted.1
+        });
         let cell = |c: usize| record.get(c).unwrap_or("");
         let labels = match label_col {
             Some(c) => {

@@ -10,8 +10,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-pub use classify::{read_classify, read_classify_checked, ClassifyColumns, ClassifyExample};
-pub use ner::{read_ner, read_ner_checked, NerSentence};
+pub use classify::{read_classify, read_classify_checked, read_classify_lines, ClassifyColumns, ClassifyExample};
+pub use ner::{read_ner, read_ner_checked, read_ner_lines, NerSentence};
 pub use squad::{read_squad, write_squad_predictions, QaAnswer, QaExample};
 
 /// The whole file as UTF-8 text without a leading byte-order mark; invalid bytes are an error naming the line.

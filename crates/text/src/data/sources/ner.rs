@@ -38,6 +38,12 @@ pub fn read_ner_checked(path: &Path, labels: &LabelSet) -> Result<Vec<NerSentenc
     Ok(sentences.into_iter().map(|(s, _)| s).collect())
 }
 
+/// [`read_ner`] with the line of each word's tag (1-based; for JSON lines all the sentence's line), for reports
+/// that name the line of a tag.
+pub fn read_ner_lines(path: &Path) -> Result<Vec<(NerSentence, Vec<usize>)>> {
+    read_with_lines(path)
+}
+
 /// Sentences with the line of each tag (all the same line for JSON lines).
 fn read_with_lines(path: &Path) -> Result<Vec<(NerSentence, Vec<usize>)>> {
     let text = read_utf8(path)?;
