@@ -98,6 +98,8 @@ pub fn report_groups(
     let mut counts = DuplicateCounts::default();
     let mut across_rows = vec![];
     let mut within_rows = vec![];
+    // Extra copies of the groups that stay within one split, for that finding's message.
+    let mut extra_within = 0;
     for (g, members) in groups.iter().enumerate() {
         counts.extra_copies += members.len() - 1;
         let first_split = items.split_of[members[0]];
@@ -106,6 +108,7 @@ pub fn report_groups(
             counts.groups_across += 1;
         } else {
             counts.groups_within += 1;
+            extra_within += members.len() - 1;
         }
         // Every pair of the group is listed when it is small; a large group lists each member against the first.
         let pairs: Vec<(usize, usize)> = if members.len() <= 6 {
@@ -149,10 +152,7 @@ pub fn report_groups(
     if counts.groups_within > 0 {
         section.advise(
             Severity::Warning,
-            format!(
-                "{} {kind}-duplicate group(s) within a split ({} extra copies)",
-                counts.groups_within, counts.extra_copies
-            ),
+            format!("{} {kind}-duplicate group(s) within a split ({extra_within} extra copies)", counts.groups_within),
             "drop the extra copies unless the repetition is intended (it weights those examples more)",
         );
     }

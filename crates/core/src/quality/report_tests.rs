@@ -43,6 +43,12 @@ fn duplicates_across_splits_are_a_problem_and_listed_first() {
     assert_eq!((c.groups_within, c.groups_across, c.extra_copies, c.pairs_across), (1, 1, 3, 2));
     assert_eq!(s.worst(), Severity::Problem);
     assert_eq!(s.stats["exact_pairs_across_splits"], 2);
+    let within = s.findings.iter().find(|f| f.severity == Severity::Warning).unwrap();
+    assert!(
+        within.message.contains("1 exact-duplicate group(s) within a split (1 extra copies)"),
+        "{}",
+        within.message
+    );
     let rows = &s.tables[0].rows;
     assert_eq!(rows.len(), 4);
     assert_eq!(
