@@ -421,7 +421,9 @@ fn shape_of(msg: &str) -> String {
     msg.chars().filter(|c| !c.is_ascii_digit()).take(160).collect()
 }
 
-fn worker(target: &Target, seconds: f64, seed: u64, state_path: &Path) {
+/// Fuzzes until the monotonic clock reads `deadline_ns` (the supervisor's deadline, whatever this process's
+/// start-up took).
+fn worker(target: &Target, deadline_ns: u64, seed: u64, state_path: &Path) {
     quiet_panics();
     tch::set_num_threads(1);
     let state = State::map(state_path);
@@ -431,9 +433,8 @@ fn worker(target: &Target, seconds: f64, seed: u64, state_path: &Path) {
     let mut rng = Rng(seed | 1);
     let mut messages: HashSet<String> = HashSet::new();
     let mut panics: HashSet<String> = HashSet::new();
-    let end = Instant::now() + Duration::from_secs_f64(seconds);
     let mut i = 0u64;
-    while Instant::now() < end {
+    while now_ns() < deadline_ns {
         // The seeds as they are first, then mutants.
         let input = if (i as usize) < seeds { pool[i as usize].clone() } else { mutate(&mut rng, &pool) };
         i += 1;
@@ -472,6 +473,7 @@ fn supervise(target: &Target, seconds: f64, seed: u64) -> (u64, u64) {
     let _ = std::fs::remove_file(&state_path);
     let state = State::map(&state_path);
     let start = Instant::now();
+    let deadline = now_ns() + (seconds * 1e9) as u64;
     let (mut execs, mut findings) = (0u64, 0u64);
     let mut fatal_sites: HashSet<String> = HashSet::new();
     let mut round = 0u64;
@@ -486,7 +488,7 @@ fn supervise(target: &Target, seconds: f64, seed: u64) -> (u64, u64) {
         round += 1;
         let exe = std::env::current_exe().unwrap();
         let mut child = Command::new(exe)
-            .args(["worker", target.name, &format!("{left}"), &format!("{}", seed ^ round.wrapping_mul(0x9E37))])
+            .args(["worker", target.name, &deadline.to_string(), &format!("{}", seed ^ round.wrapping_mul(0x9E37))])
             .arg(&state_path)
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
@@ -604,8 +606,8 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().flush();
             ExitCode::SUCCESS
         }
-        ["worker", name, seconds, seed, state] => {
-            worker(target(name), seconds.parse().unwrap(), seed.parse().unwrap(), Path::new(state));
+        ["worker", name, deadline, seed, state] => {
+            worker(target(name), deadline.parse().unwrap(), seed.parse().unwrap(), Path::new(state));
             ExitCode::SUCCESS
         }
         ["repro", name, file] => repro(target(name), Path::new(file)),

@@ -144,9 +144,9 @@ fn check_wav_header(bytes: &[u8], shown: &str) -> Result<()> {
     Ok(())
 }
 
-/// Symphonia allocates each Vorbis comment (the tags of FLAC and OGG files) at the length its header claims, before
-/// reading it: a 323-byte FLAC file claiming a 4-GB comment made it allocate 4 GB (found by fuzzing). A comment
-/// longer than what follows it in the file is refused here.
+/// Symphonia allocates each Vorbis comment (the tags of FLAC and OGG files) and each field of a FLAC picture at the
+/// length its header claims, before reading it: a 323-byte FLAC file claiming a 4-GB comment made it allocate 4 GB
+/// (found by fuzzing). A length past what follows it in the file (or its FLAC block) is refused here.
 fn check_vorbis_comments(bytes: &[u8], shown: &str) -> Result<()> {
     let u32_at = |i: usize| bytes.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
     // Comments from `at` (vendor length, vendor, count, then length-prefixed comments), within `end`.
@@ -165,15 +165,42 @@ fn check_vorbis_comments(bytes: &[u8], shown: &str) -> Result<()> {
         }
         Ok(())
     };
-    if bytes.starts_with(b"fLaC") {
+    // A FLAC PICTURE block: type, then big-endian lengths of the MIME type, the description and (after four
+    // numbers) the image, each followed by that many bytes.
+    let picture = |at: usize, end: usize| -> Result<()> {
+        let be = |i: usize| bytes.get(i..i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let mut at = at + 4;
+        for skip_before in [0, 0, 16] {
+            at += skip_before;
+            let Some(len) = be(at).filter(|_| at + 4 <= end) else { return Ok(()) };
+            at += 4;
+            if len > end - at {
+                bail!(
+                    "{shown}: malformed audio tags: a picture field claims {len} bytes, but only {} follow",
+                    end - at
+                );
+            }
+            at += len;
+        }
+        Ok(())
+    };
+    // Symphonia's probe takes the first format marker in the file, not only one at its start: a FLAC stream is read
+    // from the first `fLaC` unless a WAV or OGG marker comes before it.
+    let find = |marker: &[u8]| bytes.windows(marker.len()).position(|w| w == marker);
+    let flac = find(b"fLaC").filter(|&f| ![find(b"RIFF"), find(b"OggS")].iter().any(|m| m.is_some_and(|m| m < f)));
+    if let Some(f) = flac {
         // Metadata blocks: a header byte (last-block flag, type; 4 is VORBIS_COMMENT) and a 24-bit length.
-        let mut at = 4;
+        let mut at = f + 4;
         while at + 4 <= bytes.len() {
             let (head, len) =
                 (bytes[at], u32::from_be_bytes([0, bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize);
             let body = at + 4;
+            let end = body.saturating_add(len).min(bytes.len());
             if head & 0x7f == 4 {
-                comments(body, body.saturating_add(len).min(bytes.len()))?;
+                comments(body, end)?;
+            }
+            if head & 0x7f == 6 {
+                picture(body, end)?;
             }
             if head & 0x80 != 0 {
                 break;

@@ -361,10 +361,18 @@ fn tags_longer_than_the_file_are_refused() {
     ogg.extend([0u8; 20]);
     ogg.extend(b"\x03vorbis");
     ogg.extend(&tags);
-    for (name, bytes) in [("tags.flac", flac), ("tags.ogg", ogg)] {
+    // A PICTURE block whose MIME type claims 3 GB.
+    let mut picture = b"junk before the marker fLaC\x00\x00\x00\x22".to_vec();
+    picture.extend([0u8; 34]);
+    picture.extend([0x86, 0, 0, 12, 0, 0, 0, 3, 0xC0, 0, 0, 0, b'i', b'm', b'a', b'g']);
+    for (name, bytes, claim) in [
+        ("tags.flac", flac, "a comment claims 4294967280 bytes"),
+        ("tags.ogg", ogg, "a comment claims 4294967280 bytes"),
+        ("picture.flac", picture, "a picture field claims 3221225472 bytes"),
+    ] {
         let p = dir.path().join(name);
         std::fs::write(&p, bytes).unwrap();
         let e = error_of(&p);
-        assert!(e.contains(name) && e.contains("a comment claims 4294967280 bytes"), "{e}");
+        assert!(e.contains(name) && e.contains(claim), "{e}");
     }
 }
