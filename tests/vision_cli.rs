@@ -494,7 +494,9 @@ fn resnet50_from_torchvision_weights_exports_back_to_torchvision() {
         }
     }
     python(
-        &TORCHVISION_LOGITS.replace("m.load_state_dict(", "m.half().load_state_dict(").replace("m.eval()", "m.float().eval()"),
+        &TORCHVISION_LOGITS
+            .replace("m.load_state_dict(", "m.half().load_state_dict(")
+            .replace("m.eval()", "m.float().eval()"),
         &[s(&half), s(&x_path), s(&dir.path().join("unused.safetensors"))],
     );
     // int8 is a load-time choice for non-language models: refused with the reason.

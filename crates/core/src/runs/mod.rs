@@ -12,8 +12,8 @@
 //! moved into place with [`atomic_replace_dir`]; single files go through [`atomic_write`].
 
 mod atomic;
-mod model_dir;
 mod bar_chart;
+mod model_dir;
 mod plot;
 
 use std::fs::{self, File, OpenOptions};
@@ -26,8 +26,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::metrics::Metrics;
 
 pub use atomic::{atomic_replace_dir, atomic_write, recover_replaced_dir, staging_dir};
-pub use model_dir::model_dir;
 pub use bar_chart::bar_chart_svg;
+pub use model_dir::model_dir;
 pub use plot::{plot_confusion, plot_curves, CURVE_PANEL_SIZE};
 
 /// One line of `metrics.jsonl`, tagged by `"kind"`. Non-finite numbers (a diverged loss) are written as `null`,

@@ -17,7 +17,6 @@ fn layer_norm(p: nn::Path, d: i64) -> nn::LayerNorm {
     nn::layer_norm(p, vec![d], nn::LayerNormConfig { eps: LN_EPS, ..Default::default() })
 }
 
-
 /// A 1-D convolution of the audio stem (`conv1`, `conv2`), named as `torch.nn.Conv1d`.
 #[derive(Debug)]
 struct Conv1d {
@@ -180,7 +179,12 @@ impl Whisper {
             encoder_layers: (0..c.encoder_layers).map(|i| EncoderLayer::new(&(&enc / "layers" / i), c)).collect(),
             encoder_norm: layer_norm(&enc / "layer_norm", c.d_model),
             embed_tokens: init::var(&(&dec / "embed_tokens"), "weight", &[c.vocab_size, c.d_model], std),
-            decoder_positions: init::var(&(&dec / "embed_positions"), "weight", &[c.max_target_positions, c.d_model], std),
+            decoder_positions: init::var(
+                &(&dec / "embed_positions"),
+                "weight",
+                &[c.max_target_positions, c.d_model],
+                std,
+            ),
             decoder_layers: (0..c.decoder_layers).map(|i| DecoderLayer::new(&(&dec / "layers" / i), c)).collect(),
             decoder_norm: layer_norm(&dec / "layer_norm", c.d_model),
             config: config.clone(),
