@@ -13,7 +13,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 mod common;
 use common::*;
@@ -83,27 +82,7 @@ type Setup = fn(&Fx, &Path) -> Spec;
 
 /// Runs `suite` with `spec`'s arguments, input and environment in `cwd`.
 fn launch(cwd: &Path, spec: &Spec) -> Out {
-    let mut child = Command::new(SUITE)
-        .args(&spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .current_dir(cwd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting suite");
-    let mut pipe = child.stdin.take().expect("piped stdin");
-    let input = spec.stdin.clone();
-    let writer = std::thread::spawn(move || {
-        let _ = pipe.write_all(input.as_bytes());
-    });
-    let out = child.wait_with_output().expect("waiting for suite");
-    writer.join().unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    suite_env(cwd, &spec.args, &spec.stdin, &spec.env)
 }
 
 /// Runs every case in its own folder under `root`; panics at the end listing each case that misbehaved.

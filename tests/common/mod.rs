@@ -115,8 +115,14 @@ impl Out {
 
 /// Runs `suite ARGS` in `cwd` with `stdin` as its standard input.
 pub fn suite_with_stdin(cwd: &Path, args: &[&str], stdin: &str) -> Out {
+    suite_env(cwd, args, stdin, &[])
+}
+
+/// Runs `suite ARGS` in `cwd` with `stdin` as its standard input and `env` added to its environment.
+pub fn suite_env<A: AsRef<std::ffi::OsStr>>(cwd: &Path, args: &[A], stdin: &str, env: &[(String, String)]) -> Out {
     let mut child = Command::new(SUITE)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -31,7 +31,7 @@ pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
     ensure!(from_hz > 0 && to_hz > 0, "cannot resample from {from_hz} Hz to {to_hz} Hz: rates must be positive");
     // A float WAV can hold NaN, infinity or values near f32's limit, which no real signal has (full scale is 1):
     // rubato's FFT panics on them, the huge ones overflowing to infinity inside it (found by fuzzing).
-    if let Some(i) = samples.iter().position(|s| !(s.abs() <= MAX_AMPLITUDE)) {
+    if let Some(i) = samples.iter().position(|s| s.is_nan() || s.abs() > MAX_AMPLITUDE) {
         bail!("sample {i} is {:e}: not audio (a float file with non-finite or absurdly large values)", samples[i]);
     }
     if from_hz == to_hz || samples.is_empty() {

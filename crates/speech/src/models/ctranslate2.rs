@@ -533,8 +533,11 @@ pub fn ct2_variable_count(files: &[PathBuf]) -> Result<usize> {
 mod tests {
     use super::*;
 
-    /// A model.bin of version 6 holding `vars` (name, shape, dtype id, byte count, data), no aliases.
-    fn model_bin(dir: &Path, vars: &[(&str, &[u32], u8, u32, &[u8])]) -> PathBuf {
+    /// One variable of a hand-written model.bin: name, shape, dtype id, byte count, data.
+    type RawVar<'a> = (&'a str, &'a [u32], u8, u32, &'a [u8]);
+
+    /// A model.bin of version 6 holding `vars`, no aliases.
+    fn model_bin(dir: &Path, vars: &[RawVar]) -> PathBuf {
         let s = |x: &str| {
             let mut b = ((x.len() + 1) as u16).to_le_bytes().to_vec();
             b.extend(x.as_bytes());

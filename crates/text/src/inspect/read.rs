@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use serde::Deserialize;
 
 use super::InspectOptions;
+use crate::data::sources::squad::SquadFile;
 use crate::data::{read_classify_lines, read_ner_lines, read_squad, ClassifyExample, NerSentence, QaAnswer, QaExample};
 use crate::task::TextTaskKind;
 
@@ -174,38 +174,6 @@ fn with_lines(examples: Vec<QaExample>, line_of: &dyn Fn(&str) -> u64) -> Vec<(Q
             (q, line)
         })
         .collect()
-}
-
-#[derive(Deserialize)]
-struct SquadFile {
-    data: Vec<Article>,
-}
-
-#[derive(Deserialize)]
-struct Article {
-    paragraphs: Vec<Paragraph>,
-}
-
-#[derive(Deserialize)]
-struct Paragraph {
-    context: String,
-    qas: Vec<Question>,
-}
-
-#[derive(Deserialize)]
-struct Question {
-    id: String,
-    question: String,
-    #[serde(default)]
-    answers: Vec<Answer>,
-    #[serde(default)]
-    is_impossible: bool,
-}
-
-#[derive(Deserialize)]
-struct Answer {
-    text: String,
-    answer_start: usize,
 }
 
 /// The questions of SQuAD JSON with the answers that match their context at `answer_start` (characters), and

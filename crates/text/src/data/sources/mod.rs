@@ -4,7 +4,7 @@
 
 mod classify;
 mod ner;
-mod squad;
+pub(crate) mod squad;
 
 use std::path::Path;
 

@@ -33,36 +33,37 @@ pub struct QaExample {
     pub is_impossible: bool,
 }
 
+/// The SQuAD JSON layout as serde reads it (shared with `suite inspect`'s lenient reader).
 #[derive(Deserialize)]
-struct SquadFile {
-    data: Vec<Article>,
+pub(crate) struct SquadFile {
+    pub(crate) data: Vec<Article>,
 }
 
 #[derive(Deserialize)]
-struct Article {
-    paragraphs: Vec<Paragraph>,
+pub(crate) struct Article {
+    pub(crate) paragraphs: Vec<Paragraph>,
 }
 
 #[derive(Deserialize)]
-struct Paragraph {
-    context: String,
-    qas: Vec<Question>,
+pub(crate) struct Paragraph {
+    pub(crate) context: String,
+    pub(crate) qas: Vec<Question>,
 }
 
 #[derive(Deserialize)]
-struct Question {
-    id: String,
-    question: String,
+pub(crate) struct Question {
+    pub(crate) id: String,
+    pub(crate) question: String,
     #[serde(default)]
-    answers: Vec<Answer>,
+    pub(crate) answers: Vec<Answer>,
     #[serde(default)]
-    is_impossible: bool,
+    pub(crate) is_impossible: bool,
 }
 
 #[derive(Deserialize)]
-struct Answer {
-    text: String,
-    answer_start: usize,
+pub(crate) struct Answer {
+    pub(crate) text: String,
+    pub(crate) answer_start: usize,
 }
 
 /// Reads SQuAD v1.1 or v2.0 JSON (`{"data": [{"paragraphs": [{"context", "qas": [{"id", "question", "answers":
