@@ -52,3 +52,12 @@ pub(crate) fn splits(args: &InspectArgs) -> Vec<(String, PathBuf)> {
     }
     s
 }
+
+/// Refuses the first flag of `flags` (name, given) that was given: options of another domain would otherwise be
+/// silently ignored. `why` says how this domain reads its data.
+pub(crate) fn refuse_foreign(domain: &str, flags: &[(&str, bool)], why: &str) -> Result<()> {
+    match flags.iter().find(|(_, given)| *given) {
+        Some((flag, _)) => anyhow::bail!("{flag} is not used by suite inspect {domain} ({why})"),
+        None => Ok(()),
+    }
+}

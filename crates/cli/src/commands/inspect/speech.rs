@@ -22,9 +22,7 @@ pub fn inspect(args: &InspectArgs) -> Result<Report> {
         ("--label-column", args.label_column.is_some()),
         ("--multi-label", args.multi_label),
     ];
-    if let Some((flag, _)) = foreign.iter().find(|(_, given)| *given) {
-        bail!("{flag} is not used by suite inspect speech (manifests are read as suite finetune speech reads them)");
-    }
+    super::refuse_foreign("speech", &foreign, "manifests are read as suite finetune speech reads them")?;
     if args.run.is_some() && args.model.is_some() {
         bail!("--run and --model both choose the tokenizer: pass one of them");
     }

@@ -1,6 +1,6 @@
 //! `suite inspect vision`: the arguments handed to [`suite_vision::inspect`].
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use suite_core::device::parse_device;
 use suite_core::quality::report::Report;
 use suite_vision::inspect::InspectOptions;
@@ -21,9 +21,11 @@ pub fn inspect(args: &InspectArgs) -> Result<Report> {
         ("--multi-label", args.multi_label),
         ("--language", args.language.is_some()),
     ];
-    if let Some((flag, _)) = foreign.iter().find(|(_, given)| *given) {
-        bail!("{flag} is not used by suite inspect vision (images are read as suite finetune vision reads them; --run gives the model)");
-    }
+    super::refuse_foreign(
+        "vision",
+        &foreign,
+        "images are read as suite finetune vision reads them; --run gives the model",
+    )?;
     let opts = InspectOptions {
         near_distance: args.near_distance,
         run: args.run.clone(),
