@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use suite_core::optim::ScheduleKind;
 use suite_core::train::{Precision, TrainConfig};
 
+pub mod explain;
+
 /// Fine-tune pretrained models for text, vision and speech on one libtorch trainer.
 #[derive(Debug, Parser)]
 #[command(name = "suite", version, about)]
@@ -45,6 +47,9 @@ pub enum Command {
     /// Check a data set before training: class balance, duplicates and leakage across splits, unreadable files,
     /// sizes and lengths, and with --run the examples whose labels look wrong (confident learning).
     Inspect(InspectArgs),
+    /// Explain a run's predictions: Grad-CAM and integrated gradients for images, token attributions for text,
+    /// word timing and confidence for speech.
+    Explain(explain::ExplainArgs),
 }
 
 /// `suite inspect`.

@@ -5,6 +5,7 @@ mod chat;
 mod data;
 mod dist_check;
 mod eval;
+mod explain;
 mod export;
 mod finetune;
 mod generate;
@@ -35,5 +36,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Chat(a) => chat::run(a),
         Command::DistCheck(a) => dist_check::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Explain(a) => explain::run(a),
     }
 }
