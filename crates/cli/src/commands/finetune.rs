@@ -55,10 +55,12 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     // no half-written run (config.toml and an empty checkpoints/) is left at --out and the corrected command can
     // reuse it. Jobs are checked before the folder appears; this covers what only training finds.
     let created = (!resume && single && !out.exists()).then(|| out.clone());
+    // Only rank 0 writes the run, so only it tracks it.
+    let observers = if main { super::tracking::observers(&args)? } else { Vec::new() };
     let result = match args.domain {
-        Domain::Vision => vision::finetune(job, out, resume),
-        Domain::Text => text::finetune(job, out, resume),
-        Domain::Speech => speech::finetune(job, out, resume),
+        Domain::Vision => vision::finetune(job, out, resume, observers),
+        Domain::Text => text::finetune(job, out, resume, observers),
+        Domain::Speech => speech::finetune(job, out, resume, observers),
     };
     if let (Err(_), Some(dir)) = (&result, created) {
         remove_if_no_checkpoint(&dir);

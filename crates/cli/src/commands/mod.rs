@@ -15,6 +15,7 @@ mod report;
 mod serve;
 mod speech;
 mod text;
+mod tracking;
 mod vision;
 
 use anyhow::Result;

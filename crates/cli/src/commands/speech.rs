@@ -9,7 +9,7 @@ use suite_core::data::{DataLoader, Dataset, LoaderConfig};
 use suite_core::device::{parse_device, seed_torch};
 use suite_core::metrics::Metrics;
 use suite_core::runs::{atomic_write, summary_table, RunDir};
-use suite_core::train::{FitSummary, TrainModel, Trainer};
+use suite_core::train::{FitObserver, FitSummary, TrainModel, Trainer};
 use suite_speech::audio::{load_audio, LogMel, MelConfig};
 use suite_speech::data::read_speech_data;
 use suite_speech::decode::{
@@ -27,7 +27,7 @@ use crate::job::JobFile;
 const MAX_EVAL_BATCH: usize = 8;
 
 /// Trains the job into `out` (a new run, or an existing one with `resume`).
-pub fn finetune(mut job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
+pub fn finetune(mut job: JobFile, out: PathBuf, resume: bool, observers: Vec<Box<dyn FitObserver>>) -> Result<()> {
     let scfg = job.speech.clone().context("the job has no [speech] table")?;
     if job.train.metric == "auto" {
         job.train.metric = "wer".into();
@@ -46,7 +46,7 @@ pub fn finetune(mut job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
     if main {
         write_job_notes(&run, &prepared, &scfg)?;
     }
-    let trainer = Trainer::new(job.train.clone(), run)?;
+    let trainer = Trainer::new(job.train.clone(), run)?.with_observers(observers);
     let summary = trainer.fit(&mut prepared.task, &prepared.train, Some(&prepared.val), resume)?;
     if !main {
         return Ok(());

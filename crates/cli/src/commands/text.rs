@@ -11,7 +11,7 @@ use suite_core::data::{DataLoader, LoaderConfig};
 use suite_core::device::{parse_device, seed_torch};
 use suite_core::metrics::Metrics;
 use suite_core::runs::{model_dir, plot_confusion, summary_table, RunDir};
-use suite_core::train::{FitSummary, TrainModel, Trainer};
+use suite_core::train::{FitObserver, FitSummary, TrainModel, Trainer};
 use suite_text::data::{
     read_classify_checked, read_ner_checked, read_squad, ClassifyColumns, ClassifyDataset, LabelSet, NerDataset,
     QaDataset, TextTokenizer,
@@ -28,7 +28,7 @@ use crate::args::{EvalArgs, PredictArgs};
 use crate::job::JobFile;
 
 /// Trains the job into `out` (a new run, or an existing one with `resume`).
-pub fn finetune(mut job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
+pub fn finetune(mut job: JobFile, out: PathBuf, resume: bool, observers: Vec<Box<dyn FitObserver>>) -> Result<()> {
     let tcfg = job.text.clone().context("the job has no [text] table")?;
     if job.train.metric == "auto" {
         job.train.metric = default_metric(&tcfg).into();
@@ -43,7 +43,8 @@ pub fn finetune(mut job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
     if main {
         write_job_notes(&run, &prepared, &tcfg)?;
     }
-    let trainer = Trainer::new(job.train.clone(), run)?.with_group_rules(prepared.rules.clone());
+    let trainer =
+        Trainer::new(job.train.clone(), run)?.with_observers(observers).with_group_rules(prepared.rules.clone());
     let summary = match (&mut prepared.task, &prepared.data) {
         (TextTask::Sequence(t), TextData::Classify { train, val }) => trainer.fit(t, train, Some(val), resume)?,
         (TextTask::Sequence(t), TextData::Ner { train, val }) => trainer.fit(t, train, Some(val), resume)?,

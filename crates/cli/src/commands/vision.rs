@@ -8,14 +8,14 @@ use suite_core::device::{parse_device, seed_torch};
 use suite_core::metrics::Metrics;
 use suite_core::runs::{plot_confusion, summary_table, RunDir};
 use suite_core::train::TrainModel;
-use suite_core::train::{FitSummary, Trainer};
+use suite_core::train::{FitObserver, FitSummary, Trainer};
 use suite_vision::data::ImageBatch;
 use suite_vision::task::{load_timm_layout, prepare, ClassifierTask, JobData, VisionJob};
 
 use crate::job::JobFile;
 
 /// Trains the job into `out` (a new run, or an existing one with `resume`).
-pub fn finetune(job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
+pub fn finetune(job: JobFile, out: PathBuf, resume: bool, observers: Vec<Box<dyn FitObserver>>) -> Result<()> {
     let vcfg = job.vision.clone().context("the job has no [vision] table")?;
     job.train.validate()?;
     let device = parse_device(&job.train.device)?;
@@ -27,7 +27,8 @@ pub fn finetune(job: JobFile, out: PathBuf, resume: bool) -> Result<()> {
     if main {
         write_job_notes(&run, &prepared, &vcfg.model)?;
     }
-    let trainer = Trainer::new(job.train.clone(), run)?.with_group_rules(prepared.rules.clone());
+    let trainer =
+        Trainer::new(job.train.clone(), run)?.with_observers(observers).with_group_rules(prepared.rules.clone());
     let summary = match &prepared.data {
         JobData::Pixels { train, val } => trainer.fit(&mut prepared.task, train, Some(val), resume)?,
         JobData::Features { train, val } => trainer.fit(&mut prepared.task, train, Some(val), resume)?,

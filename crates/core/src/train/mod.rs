@@ -6,6 +6,7 @@ mod checkpoint;
 mod config;
 mod early_stop;
 mod model;
+mod observer;
 mod progress;
 mod trainer;
 
@@ -13,6 +14,7 @@ pub use checkpoint::{latest_checkpoint, Checkpoint, TrainerState};
 pub use config::{EarlyStoppingConfig, MetricMode, Precision, ScheduleConfig, TrainConfig};
 pub use early_stop::BestTracker;
 pub use model::TrainModel;
+pub use observer::{FitObserver, Verdict};
 pub use trainer::{FitSummary, Trainer};
 
 #[cfg(test)]

@@ -252,6 +252,69 @@ fn early_stopping_fires() {
     assert_eq!(s.steps, 8, "first eval sets the best, three more without improvement stop the run");
 }
 
+/// Sees every record and stops the run after its second evaluation, as a tuner's early termination does.
+struct Watcher {
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+    evals: usize,
+}
+
+impl FitObserver for Watcher {
+    fn name(&self) -> &str {
+        "watcher"
+    }
+    fn on_start(&mut self, _run: &RunDir, config: &TrainConfig) -> Result<()> {
+        self.seen.lock().unwrap().push(format!("start lr={}", config.lr));
+        Ok(())
+    }
+    fn on_record(&mut self, record: &crate::runs::MetricRecord) -> Result<()> {
+        let kind = if matches!(record, crate::runs::MetricRecord::Eval(_)) { "eval" } else { "train" };
+        self.seen.lock().unwrap().push(format!("{kind} {}", record.step()));
+        Ok(())
+    }
+    fn on_eval(&mut self, _step: usize, metrics: &Metrics) -> Result<Verdict> {
+        assert!(metrics.contains_key("accuracy"));
+        self.evals += 1;
+        Ok(if self.evals == 2 { Verdict::Stop } else { Verdict::Continue })
+    }
+    fn on_end(&mut self, _run: &RunDir, summary: &FitSummary) -> Result<()> {
+        self.seen.lock().unwrap().push(format!("end {}", summary.steps));
+        Ok(())
+    }
+}
+
+#[test]
+fn an_observer_sees_every_record_and_can_stop_the_run() {
+    let _rng = crate::device::torch_rng_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, eval) = loaders(8, 2);
+    let mut model = Mlp::new(0);
+    let cfg = TrainConfig { epochs: 10, eval_steps: Some(3), log_steps: 3, ..config() };
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = Trainer::new(cfg, run_dir(tmp.path()))
+        .unwrap()
+        .quiet(true)
+        .with_observer(Box::new(Watcher { seen: seen.clone(), evals: 0 }))
+        .fit(&mut model, &train, Some(&eval), false)
+        .unwrap();
+    assert!(s.stopped_early);
+    assert_eq!(s.stopped_by.as_deref(), Some("watcher"));
+    assert_eq!(s.steps, 6, "stopped right after the second evaluation");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.first().map(String::as_str), Some("start lr=0.01"));
+    assert_eq!(seen.last().map(String::as_str), Some("end 6"));
+    // The observer saw exactly what metrics.jsonl holds, in order.
+    let logged: Vec<String> = crate::runs::read_metrics(&tmp.path().join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let kind = if matches!(r, crate::runs::MetricRecord::Eval(_)) { "eval" } else { "train" };
+            format!("{kind} {}", r.step())
+        })
+        .collect();
+    assert_eq!(&seen[1..seen.len() - 1], &logged[..]);
+    assert!(tmp.path().join("final").exists(), "a stopped run still writes its final model");
+}
+
 #[test]
 fn nan_guard_stops_and_keeps_the_last_good_checkpoint() {
     let _rng = crate::device::torch_rng_lock();

@@ -1,4 +1,5 @@
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -8,6 +9,7 @@ use super::checkpoint::{latest_checkpoint, list_checkpoints, Checkpoint, Trainer
 use super::config::{Precision, TrainConfig};
 use super::early_stop::BestTracker;
 use super::model::TrainModel;
+use super::observer::{FitObserver, Verdict};
 use super::progress::ProgressView;
 use crate::data::{DataLoader, Dataset};
 use crate::device::mix_seed;
@@ -23,8 +25,10 @@ pub struct FitSummary {
     pub steps: usize,
     /// Step the run resumed from, if it did.
     pub resumed_from: Option<usize>,
-    /// Whether early stopping ended the run.
+    /// Whether early stopping (or an observer) ended the run.
     pub stopped_early: bool,
+    /// The observer that ended the run after an evaluation ([`FitObserver::name`]), if one did.
+    pub stopped_by: Option<String>,
     /// Best value of the selection metric and its step.
     pub best: Option<(f64, usize)>,
     /// Metrics of the last evaluation.
@@ -66,13 +70,22 @@ pub struct Trainer {
     rules: Vec<GroupRule>,
     interrupt_after: Option<usize>,
     quiet: bool,
+    /// Behind a mutex because `fit` takes `&self`; only the training thread locks it.
+    observers: Mutex<Vec<Box<dyn FitObserver>>>,
 }
 
 impl Trainer {
     /// A trainer writing into `run` with `config`.
     pub fn new(config: TrainConfig, run: RunDir) -> Result<Self> {
         config.validate()?;
-        Ok(Self { config, run, rules: Vec::new(), interrupt_after: None, quiet: false })
+        Ok(Self {
+            config,
+            run,
+            rules: Vec::new(),
+            interrupt_after: None,
+            quiet: false,
+            observers: Mutex::new(Vec::new()),
+        })
     }
 
     /// Learning-rate multipliers by parameter-name prefix (discriminative learning rates).
@@ -85,6 +98,17 @@ impl Trainer {
     pub fn interrupt_after(mut self, step: usize) -> Self {
         self.interrupt_after = Some(step);
         self
+    }
+
+    /// Adds a watcher of the run's records ([`FitObserver`]): a tracker, or a tuner that may stop it.
+    pub fn with_observer(self, observer: Box<dyn FitObserver>) -> Self {
+        self.observers.lock().unwrap_or_else(|e| e.into_inner()).push(observer);
+        self
+    }
+
+    /// Adds several observers ([`Trainer::with_observer`]), in order.
+    pub fn with_observers(self, observers: Vec<Box<dyn FitObserver>>) -> Self {
+        observers.into_iter().fold(self, Self::with_observer)
     }
 
     /// Prints nothing but errors.
@@ -168,6 +192,7 @@ impl Trainer {
             steps: state.step,
             resumed_from,
             stopped_early: false,
+            stopped_by: None,
             best: state.best.best.zip(state.best.best_step),
             last_eval: None,
             last_train_loss: None,
@@ -176,6 +201,9 @@ impl Trainer {
             trainable_params: plan.trainable,
             total_params: plan.total,
         };
+        if plan.rank == 0 {
+            self.each_observer(|o| o.on_start(&self.run, &self.config))?;
+        }
         if state.finished {
             self.say("this run had already finished".to_string());
             if plan.rank == 0 {
@@ -195,6 +223,9 @@ impl Trainer {
         summary.best = state.best.best.zip(state.best.best_step);
         summary.elapsed_s = elapsed;
         summary.samples_per_sec = (process_samples * plan.world as u64) as f64 / elapsed.max(1e-9);
+        if plan.rank == 0 {
+            self.each_observer(|o| o.on_end(&self.run, &summary))?;
+        }
         Ok(summary)
     }
 
@@ -392,14 +423,17 @@ impl Trainer {
                 if state.step.is_multiple_of(cfg.log_steps) || state.step == plan.total_steps {
                     let loss = window_loss / window_steps as f64;
                     if let Some(log) = log.as_mut() {
-                        log.append(&MetricRecord::Train(TrainRecord {
-                            step: state.step as u64,
-                            epoch: epoch as u64,
-                            loss,
-                            lr,
-                            samples_per_sec: rate,
-                            elapsed_s: started.elapsed().as_secs_f64(),
-                        }))?;
+                        self.record(
+                            log,
+                            &MetricRecord::Train(TrainRecord {
+                                step: state.step as u64,
+                                epoch: epoch as u64,
+                                loss,
+                                lr,
+                                samples_per_sec: rate,
+                                elapsed_s: started.elapsed().as_secs_f64(),
+                            }),
+                        )?;
                     }
                     summary.last_train_loss = Some(loss);
                     (window_loss, window_steps, window_samples, window_start) = (0.0, 0, 0, Instant::now());
@@ -420,6 +454,10 @@ impl Trainer {
                     if let Some(log) = log.as_mut() {
                         let metrics = self.evaluate(model, eval, plan.autocast)?;
                         stop = self.after_eval(model, state, &metrics, log, view.as_ref(), epoch)?;
+                        if !stop {
+                            summary.stopped_by = self.observer_verdict(state.step, &metrics)?;
+                            stop = summary.stopped_by.is_some();
+                        }
                         summary.last_eval = Some(metrics);
                     }
                     stop = self.agree(plan, stop)?;
@@ -521,11 +559,10 @@ impl Trainer {
         epoch: usize,
     ) -> Result<bool> {
         let cfg = &self.config;
-        log.append(&MetricRecord::Eval(EvalRecord {
-            step: state.step as u64,
-            epoch: epoch as u64,
-            metrics: metrics.clone(),
-        }))?;
+        self.record(
+            log,
+            &MetricRecord::Eval(EvalRecord { step: state.step as u64, epoch: epoch as u64, metrics: metrics.clone() }),
+        )?;
         let shown: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         let line = format!("eval @ step {}: {}", state.step, shown.join("  "));
         match view {
@@ -627,6 +664,34 @@ impl Trainer {
             epoch + 1,
             self.run.root().display()
         )
+    }
+
+    /// Appends `record` to `metrics.jsonl` and shows it to every observer.
+    fn record(&self, log: &mut runs::MetricsLog, record: &MetricRecord) -> Result<()> {
+        log.append(record)?;
+        self.each_observer(|o| o.on_record(record))
+    }
+
+    /// Asks every observer whether to go on after an evaluation; the first that says stop is named.
+    fn observer_verdict(&self, step: usize, metrics: &crate::metrics::Metrics) -> Result<Option<String>> {
+        let mut observers = self.observers.lock().unwrap_or_else(|e| e.into_inner());
+        for o in observers.iter_mut() {
+            let verdict = o.on_eval(step, metrics).with_context(|| format!("observer {}", o.name()))?;
+            if verdict == Verdict::Stop {
+                self.say(format!("{} ended the run after the evaluation at step {step}", o.name()));
+                return Ok(Some(o.name().to_string()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn each_observer(&self, mut f: impl FnMut(&mut dyn FitObserver) -> Result<()>) -> Result<()> {
+        let mut observers = self.observers.lock().unwrap_or_else(|e| e.into_inner());
+        for o in observers.iter_mut() {
+            let name = o.name().to_string();
+            f(o.as_mut()).with_context(|| format!("observer {name}"))?;
+        }
+        Ok(())
     }
 
     fn say(&self, line: String) {
