@@ -12,27 +12,15 @@ use common::*;
 
 /// A 16-bit PCM WAV of `frames` frames per channel from `f(channel, t)` in [-1, 1] (clamped).
 fn write_wav(path: &Path, rate: u32, channels: u16, frames: usize, f: impl Fn(usize, f64) -> f64) {
-    let mut data = Vec::with_capacity(frames * channels as usize * 2);
-    for i in 0..frames {
-        for c in 0..channels as usize {
-            let x = f(c, i as f64 / f64::from(rate)).clamp(-1.0, 1.0);
-            data.extend(((x * 32767.0).round() as i16).to_le_bytes());
-        }
-    }
-    let mut b = b"RIFF".to_vec();
-    b.extend((36 + data.len() as u32).to_le_bytes());
-    b.extend(b"WAVEfmt ");
-    b.extend(16u32.to_le_bytes());
-    b.extend(1u16.to_le_bytes());
-    b.extend(channels.to_le_bytes());
-    b.extend(rate.to_le_bytes());
-    b.extend((rate * u32::from(channels) * 2).to_le_bytes());
-    b.extend((channels * 2).to_le_bytes());
-    b.extend(16u16.to_le_bytes());
-    b.extend(b"data");
-    b.extend((data.len() as u32).to_le_bytes());
-    b.extend(data);
-    std::fs::write(path, b).unwrap();
+    let samples = (0..frames)
+        .flat_map(|i| (0..channels as usize).map(move |c| (c, i)))
+        .map(|(c, i)| f(c, i as f64 / f64::from(rate)));
+    let data = suite_speech::audio::pcm16(samples.collect::<Vec<_>>());
+    std::fs::write(
+        path,
+        suite_speech::audio::wav_bytes(suite_speech::audio::WavSpec::pcm16(channels, rate), &data, None),
+    )
+    .unwrap();
 }
 
 /// A tone of `hz` at amplitude `amp`, shaped like syllables (on 150 ms, off 50 ms) so it is not one flat block.

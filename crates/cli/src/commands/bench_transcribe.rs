@@ -203,22 +203,8 @@ fn join_wavs(wavs: &[PathBuf], times: usize, out: &Path) -> Result<f64> {
             all.extend_from_slice(c);
         }
     }
-    let data: Vec<u8> =
-        all.iter().flat_map(|&x| ((x.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes()).collect();
-    let mut wav = Vec::with_capacity(44 + data.len());
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes());
-    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
-    wav.extend_from_slice(&16000u32.to_le_bytes());
-    wav.extend_from_slice(&32000u32.to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&16u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    wav.extend_from_slice(&data);
+    let data = suite_speech::audio::pcm16(all.iter().map(|&x| f64::from(x)));
+    let wav = suite_speech::audio::wav_bytes(suite_speech::audio::WavSpec::pcm16(1, 16000), &data, None);
     std::fs::write(out, wav).with_context(|| format!("writing {}", out.display()))?;
     Ok(all.len() as f64 / 16000.0)
 }

@@ -194,22 +194,7 @@ fn write_float_wav(path: &Path, sr: u32, frames: usize, f2: f64, hi: Option<(f64
 
 /// A RIFF/WAVE file with one `fmt ` and one `data` chunk (format 1 = PCM, 3 = IEEE float).
 fn wav_bytes(format: u16, channels: u16, sr: u32, bits: u16, data: &[u8]) -> Vec<u8> {
-    let block = channels * bits / 8;
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&format.to_le_bytes());
-    b.extend_from_slice(&channels.to_le_bytes());
-    b.extend_from_slice(&sr.to_le_bytes());
-    b.extend_from_slice(&(sr * block as u32).to_le_bytes());
-    b.extend_from_slice(&block.to_le_bytes());
-    b.extend_from_slice(&bits.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    b.extend_from_slice(data);
-    b
+    super::wav_bytes(super::WavSpec { format, channels, rate: sr, bits }, data, None)
 }
 
 /// Stereo files at 8, 22.05, 44.1 and 48 kHz → 16 kHz mono, against the analytic mono signal

@@ -6,22 +6,7 @@ use super::transcripts::changed_chars;
 /// A 16-bit PCM WAV of interleaved samples; `data_size` overrides the data chunk's declared size.
 fn wav(channels: u16, rate: u32, samples: &[i16], data_size: Option<u32>) -> Vec<u8> {
     let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-    let declared = data_size.unwrap_or(data.len() as u32);
-    let mut b = b"RIFF".to_vec();
-    // The RIFF size agrees with the data chunk's, as a writer that was cut short leaves it.
-    b.extend(36u32.saturating_add(declared).to_le_bytes());
-    b.extend(b"WAVEfmt ");
-    b.extend(16u32.to_le_bytes());
-    b.extend(1u16.to_le_bytes());
-    b.extend(channels.to_le_bytes());
-    b.extend(rate.to_le_bytes());
-    b.extend((rate * u32::from(channels) * 2).to_le_bytes());
-    b.extend((channels * 2).to_le_bytes());
-    b.extend(16u16.to_le_bytes());
-    b.extend(b"data");
-    b.extend(declared.to_le_bytes());
-    b.extend(data);
-    b
+    crate::audio::wav_bytes(crate::audio::WavSpec::pcm16(channels, rate), &data, data_size)
 }
 
 #[test]
