@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rand::{Rng as _, SeedableRng};
 use tch::Tensor;
 
 mod common;
@@ -33,22 +34,12 @@ const PATIENCE: Duration = Duration::from_secs(300);
 // ---------------------------------------------------------------------------------------------------------------
 // Seeded randomness
 
-/// SplitMix64: a fixed, dependency-free generator, so a failing campaign replays with the same kill moments.
-struct Rng(u64);
+/// A seeded generator, so a failing campaign replays with the same kill moments.
+type Rng = rand::rngs::StdRng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, max]`.
-    fn duration(&mut self, max: Duration) -> Duration {
-        max.mul_f64((self.next() >> 11) as f64 / (1u64 << 53) as f64)
-    }
+/// Uniform in `[0, max]`.
+fn duration(rng: &mut Rng, max: Duration) -> Duration {
+    max.mul_f64(rng.random::<f64>())
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -339,15 +330,15 @@ fn plan_kills(rng: &mut Rng, pace: &Pace) -> Vec<Plan> {
     let n = pace.steps.len();
     let mut plans: Vec<Plan> = (0..KILLS)
         .map(|_| {
-            let target = (rng.next() % (n as u64 + 1)) as usize;
+            let target = rng.random_range(0..=n);
             let moment = if target == n {
                 // Half the write at most: the run ends soon after it.
-                Moment::Final(rng.duration(pace.final_write / 2))
+                Moment::Final(duration(rng, pace.final_write / 2))
             } else {
-                match rng.next() % 5 {
-                    0 => Moment::Start(rng.duration(pace.gap * 2)),
-                    1 | 2 => Moment::Writing(rng.duration(pace.write)),
-                    _ => Moment::After(rng.duration(pace.gap)),
+                match rng.random_range(0..5) {
+                    0 => Moment::Start(duration(rng, pace.gap * 2)),
+                    1 | 2 => Moment::Writing(duration(rng, pace.write)),
+                    _ => Moment::After(duration(rng, pace.gap)),
                 }
             };
             Plan { target, moment }
@@ -446,7 +437,7 @@ fn killed_runs_match_an_uninterrupted_run(dir: &Path, job: &Job, seed: u64) {
     let straight = dir.join("straight");
     let pace = timed_run(dir, job, &straight);
     let killed = dir.join("killed");
-    let plans = plan_kills(&mut Rng(seed), &pace);
+    let plans = plan_kills(&mut Rng::seed_from_u64(seed), &pace);
     let started = Instant::now();
     let kills = campaign(dir, job, &killed, &pace, &plans);
 

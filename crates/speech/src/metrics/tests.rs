@@ -2,25 +2,13 @@
 //! here and sent to the reference as JSON.
 
 use anyhow::{ensure, Context, Result};
+use rand::{Rng as _, SeedableRng};
 use suite_core::python::run_python;
 
 use super::*;
 
-/// A small deterministic generator (SplitMix64), so the cases are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+/// A seeded generator, so the cases are the same on every run.
+type Rng = rand_chacha::ChaCha8Rng;
 
 const VOCAB: &[&str] = &[
     "the", "a", "cat", "sat", "on", "mat", "red", "blue", "green", "three", "seven", "apple", "über", "café", "naïve",
@@ -28,20 +16,20 @@ const VOCAB: &[&str] = &[
 ];
 
 fn sentence(rng: &mut Rng, max_words: usize) -> Vec<String> {
-    let n = rng.below(max_words + 1);
-    (0..n).map(|_| VOCAB[rng.below(VOCAB.len())].to_string()).collect()
+    let n = rng.random_range(0..max_words + 1);
+    (0..n).map(|_| VOCAB[rng.random_range(0..VOCAB.len())].to_string()).collect()
 }
 
 /// A hypothesis made from the reference by random substitutions, deletions and insertions.
 fn corrupt(rng: &mut Rng, words: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for w in words {
-        match rng.below(10) {
+        match rng.random_range(0..10) {
             0 => {}
-            1 => out.push(VOCAB[rng.below(VOCAB.len())].to_string()),
+            1 => out.push(VOCAB[rng.random_range(0..VOCAB.len())].to_string()),
             2 => {
                 out.push(w.clone());
-                out.push(VOCAB[rng.below(VOCAB.len())].to_string());
+                out.push(VOCAB[rng.random_range(0..VOCAB.len())].to_string());
             }
             3 => out.push(w.chars().rev().collect()),
             _ => out.push(w.clone()),
@@ -53,12 +41,12 @@ fn corrupt(rng: &mut Rng, words: &[String]) -> Vec<String> {
 /// Joins words with varied whitespace: single and double spaces, a tab, leading/trailing blanks.
 fn join(rng: &mut Rng, words: &[String]) -> String {
     let mut s = String::new();
-    if rng.below(6) == 0 {
+    if rng.random_range(0..6) == 0 {
         s.push_str("  ");
     }
     for (i, w) in words.iter().enumerate() {
         if i > 0 {
-            s.push_str(match rng.below(12) {
+            s.push_str(match rng.random_range(0..12) {
                 0 => "  ",
                 1 => "\t",
                 2 => " \n ",
@@ -67,7 +55,7 @@ fn join(rng: &mut Rng, words: &[String]) -> String {
         }
         s.push_str(w);
     }
-    if rng.below(6) == 0 {
+    if rng.random_range(0..6) == 0 {
         s.push(' ');
     }
     s
@@ -93,13 +81,14 @@ fn as_counts(v: &serde_json::Value) -> Result<ErrorCounts> {
 
 #[test]
 fn wer_and_cer_match_jiwer() -> Result<()> {
-    let mut rng = Rng(2024);
+    let mut rng = Rng::seed_from_u64(2024);
     let mut pairs: Vec<(String, String)> = Vec::new();
     for i in 0..400 {
         // Mostly sentence-length pairs; every 50th is long (hundreds of words, over a thousand characters).
         let max = if i % 50 == 7 { 300 } else { 25 };
         let reference = sentence(&mut rng, max);
-        let hypothesis = if rng.below(15) == 0 { sentence(&mut rng, 5) } else { corrupt(&mut rng, &reference) };
+        let hypothesis =
+            if rng.random_range(0..15) == 0 { sentence(&mut rng, 5) } else { corrupt(&mut rng, &reference) };
         let r = if reference.is_empty() && i % 2 == 0 { String::new() } else { join(&mut rng, &reference) };
         pairs.push((r, join(&mut rng, &hypothesis)));
     }
