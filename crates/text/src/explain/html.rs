@@ -78,8 +78,10 @@ fn block(out: &mut String, e: &TextExplanation, a: &Attribution) {
         };
         let _ = write!(
             out,
-            "<span class=\"{class}\" style=\"background:rgba({colour},{:.3})\" title=\"{} {score:+.4}\">{}</span>",
+            "<span class=\"{class}\" style=\"background:rgba({colour},{:.3}){}\" title=\"{} {score:+.4}\">{}</span>",
             x.abs(),
+            // Dark text would vanish on the strongest colours.
+            if x.abs() > 0.6 { ";color:#fff" } else { "" },
             escape(tok),
             escape(&shown)
         );
