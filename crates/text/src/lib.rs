@@ -1,9 +1,11 @@
 //! The text domain of suite: BERT-family encoders (BERT/MiniLM, RoBERTa, XLM-RoBERTa, DistilBERT), tokenization,
-//! data readers, task heads and metrics for sequence classification, NER and extractive QA.
+//! data readers, task heads and metrics for sequence classification, NER and extractive QA, and token
+//! attributions of those models ([`explain`]).
 //!
 //! No training loop lives here: [`task`] implements [`suite_core::train::TrainModel`] and the core trains it.
 pub mod chat;
 pub mod data;
+pub mod explain;
 pub mod export;
 pub mod generate;
 pub mod inspect;

@@ -243,6 +243,40 @@ impl TextPredictor {
         suite_core::quant::quantize_dynamic(model, suite_core::quant::WeightScheme::PerChannel)
     }
 
+    /// The encoder and head, for explanations that take gradients through them.
+    pub(crate) fn text_model(&self) -> &crate::models::TextModel {
+        match &self.model {
+            Model::Sequence(t) => &t.model,
+            Model::Span(t) => &t.model,
+        }
+    }
+
+    /// The device the model's tensors are on.
+    pub(crate) fn device(&self) -> Device {
+        match &self.model {
+            Model::Sequence(t) => t.vs.device(),
+            Model::Span(t) => t.vs.device(),
+        }
+    }
+
+    /// The tokenizer of the model folder.
+    pub(crate) fn tokenizer(&self) -> &TextTokenizer {
+        &self.tok
+    }
+
+    /// Tokens per sequence (QA: per window) and the overlap of QA windows, as the run was trained with.
+    pub(crate) fn lengths(&self) -> (usize, usize) {
+        (self.max_len, self.doc_stride)
+    }
+
+    /// QA span selection settings (`None` for classification and NER).
+    pub(crate) fn span_settings(&self) -> Option<crate::task::SpanSettings> {
+        match &self.model {
+            Model::Sequence(_) => None,
+            Model::Span(t) => Some(t.settings),
+        }
+    }
+
     /// Class or tag names in the order of the model's outputs (empty for QA).
     pub fn labels(&self) -> &[String] {
         &self.labels
@@ -403,7 +437,7 @@ impl TextPredictor {
 
 /// The words an NER model tags, with their character spans `[start, end)`: a `tokens` input's words (spans in
 /// the words joined by single spaces), or a text split at whitespace (spans in the text).
-fn ner_words(input: &TextInput) -> Vec<(String, (usize, usize))> {
+pub(crate) fn ner_words(input: &TextInput) -> Vec<(String, (usize, usize))> {
     match input {
         TextInput::Tokens(words) => {
             let mut at = 0;

@@ -332,7 +332,7 @@ const PREDICT_BATCH: usize = 32;
 
 /// Reads lines (plain text) or JSONL objects (`text`/`text_pair`, `tokens`, `question`/`context`, see
 /// [`TextInput::from_json`]) from a file or stdin: the source's name, and each input with its line number.
-fn read_inputs(path: Option<&Path>) -> Result<(String, Vec<usize>, Vec<TextInput>)> {
+pub(crate) fn read_inputs(path: Option<&Path>) -> Result<(String, Vec<usize>, Vec<TextInput>)> {
     let (name, reader): (String, Box<dyn BufRead>) = match path {
         None => ("<stdin>".into(), Box::new(std::io::BufReader::new(std::io::stdin()))),
         Some(p) if p.as_os_str() == "-" => ("<stdin>".into(), Box::new(std::io::BufReader::new(std::io::stdin()))),

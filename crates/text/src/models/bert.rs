@@ -49,12 +49,13 @@ impl BertEmbeddings {
         }
     }
 
-    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, train: bool) -> Tensor {
+    /// `word`, when given, replaces the output of `word_embeddings` (integrated gradients interpolate it).
+    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, word: Option<&Tensor>, train: bool) -> Tensor {
         let len = input_ids.size()[1];
         let positions = Tensor::arange(len, (tch::Kind::Int64, input_ids.device()));
-        let x = self.word_embeddings.forward(input_ids)
-            + self.token_type_embeddings.forward(token_type_ids)
-            + self.position_embeddings.forward(&positions);
+        let word = word.map_or_else(|| self.word_embeddings.forward(input_ids), Tensor::shallow_clone);
+        let x =
+            word + self.token_type_embeddings.forward(token_type_ids) + self.position_embeddings.forward(&positions);
         dropout(self.layer_norm.forward(&x), self.dropout, train)
     }
 
@@ -220,7 +221,25 @@ impl BertModel {
         attention_mask: &Tensor,
         train: bool,
     ) -> (Tensor, Option<Tensor>) {
-        let x = self.embeddings.forward(input_ids, token_type_ids, train);
+        self.forward_with(input_ids, token_type_ids, attention_mask, None, train)
+    }
+
+    /// The output of `embeddings.word_embeddings` for `input_ids`: `[batch, len, hidden]`.
+    pub fn word_embeddings(&self, input_ids: &Tensor) -> Tensor {
+        self.embeddings.word_embeddings.forward(input_ids)
+    }
+
+    /// [`forward`](Self::forward) with `word` (`[batch, len, hidden]`), when given, in place of the output of
+    /// `embeddings.word_embeddings`; positions and token types still come from `input_ids`/`token_type_ids`.
+    pub fn forward_with(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        word: Option<&Tensor>,
+        train: bool,
+    ) -> (Tensor, Option<Tensor>) {
+        let x = self.embeddings.forward(input_ids, token_type_ids, word, train);
         let hidden = self.encoder.forward(x, attention_mask, train);
         let pooled = self.pooler.as_ref().map(|p| p.forward(&hidden, train));
         (hidden, pooled)

@@ -44,9 +44,11 @@ impl Embeddings {
         }
     }
 
-    fn forward(&self, input_ids: &Tensor, train: bool) -> Tensor {
+    /// `word`, when given, replaces the output of `word_embeddings` (integrated gradients interpolate it).
+    fn forward(&self, input_ids: &Tensor, word: Option<&Tensor>, train: bool) -> Tensor {
         let positions = Tensor::arange(input_ids.size()[1], (Kind::Int64, input_ids.device()));
-        let x = self.word_embeddings.forward(input_ids) + self.position_embeddings.forward(&positions);
+        let word = word.map_or_else(|| self.word_embeddings.forward(input_ids), Tensor::shallow_clone);
+        let x = word + self.position_embeddings.forward(&positions);
         dropout(self.layer_norm.forward(&x), self.dropout, train)
     }
 
@@ -148,7 +150,23 @@ impl DistilBertModel {
 
     /// The last hidden states `[batch, len, dim]`.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
-        let x = self.embeddings.forward(input_ids, train);
+        self.forward_with(input_ids, attention_mask, None, train)
+    }
+
+    /// The output of `embeddings.word_embeddings` for `input_ids`: `[batch, len, dim]`.
+    pub fn word_embeddings(&self, input_ids: &Tensor) -> Tensor {
+        self.embeddings.word_embeddings.forward(input_ids)
+    }
+
+    /// [`forward`](Self::forward) with `word`, when given, in place of the output of `embeddings.word_embeddings`.
+    pub fn forward_with(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        word: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
+        let x = self.embeddings.forward(input_ids, word, train);
         let mask = additive_mask(attention_mask, x.kind());
         self.layers.iter().fold(x, |x, layer| layer.forward(&x, mask.as_ref(), train))
     }

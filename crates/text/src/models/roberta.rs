@@ -45,7 +45,8 @@ impl RobertaEmbeddings {
         }
     }
 
-    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, train: bool) -> Tensor {
+    /// `word`, when given, replaces the output of `word_embeddings`; positions still count `input_ids`' padding.
+    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, word: Option<&Tensor>, train: bool) -> Tensor {
         let positions = roberta_position_ids(input_ids, self.padding_idx);
         // RoBERTa checkpoints have a single token type: its row is added everywhere, whatever ids a tokenizer
         // made for sentence pairs (transformers uses the same all-zero ids when none are passed).
@@ -54,7 +55,8 @@ impl RobertaEmbeddings {
         } else {
             self.token_type_embeddings.forward(token_type_ids)
         };
-        let x = self.word_embeddings.forward(input_ids) + types + self.position_embeddings.forward(&positions);
+        let word = word.map_or_else(|| self.word_embeddings.forward(input_ids), Tensor::shallow_clone);
+        let x = word + types + self.position_embeddings.forward(&positions);
         dropout(self.layer_norm.forward(&x), self.dropout, train)
     }
 
@@ -93,7 +95,24 @@ impl RobertaModel {
         attention_mask: &Tensor,
         train: bool,
     ) -> (Tensor, Option<Tensor>) {
-        let x = self.embeddings.forward(input_ids, token_type_ids, train);
+        self.forward_with(input_ids, token_type_ids, attention_mask, None, train)
+    }
+
+    /// The output of `embeddings.word_embeddings` for `input_ids`: `[batch, len, hidden]`.
+    pub fn word_embeddings(&self, input_ids: &Tensor) -> Tensor {
+        self.embeddings.word_embeddings.forward(input_ids)
+    }
+
+    /// [`forward`](Self::forward) with `word`, when given, in place of the output of `embeddings.word_embeddings`.
+    pub fn forward_with(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        word: Option<&Tensor>,
+        train: bool,
+    ) -> (Tensor, Option<Tensor>) {
+        let x = self.embeddings.forward(input_ids, token_type_ids, word, train);
         let hidden = self.encoder.forward(x, attention_mask, train);
         let pooled = self.pooler.as_ref().map(|p| p.forward(&hidden, train));
         (hidden, pooled)

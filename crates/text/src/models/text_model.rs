@@ -130,6 +130,34 @@ impl TextModel {
         }
     }
 
+    /// The output of the encoder's `embeddings.word_embeddings` for Int64 `input_ids` `[batch, len]`:
+    /// `[batch, len, hidden]`, the layer whose output integrated gradients attribute to.
+    pub fn word_embeddings(&self, input_ids: &Tensor) -> Tensor {
+        match &self.encoder {
+            Encoder::Bert(m) => m.word_embeddings(input_ids),
+            Encoder::Roberta(m) => m.word_embeddings(input_ids),
+            Encoder::DistilBert(m) => m.word_embeddings(input_ids),
+        }
+    }
+
+    /// Eval-mode logits as [`forward`](Self::forward), with `word` (`[batch, len, hidden]`) in place of the output
+    /// of `embeddings.word_embeddings`, as a forward hook on that layer would: positions, token types and the
+    /// attention mask still come from the other inputs. Gradients flow back to `word`.
+    pub fn forward_from_word_embeddings(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        word: &Tensor,
+    ) -> Tensor {
+        let (hidden, pooled) = match &self.encoder {
+            Encoder::Bert(m) => m.forward_with(input_ids, token_type_ids, attention_mask, Some(word), false),
+            Encoder::Roberta(m) => m.forward_with(input_ids, token_type_ids, attention_mask, Some(word), false),
+            Encoder::DistilBert(m) => (m.forward_with(input_ids, attention_mask, Some(word), false), None),
+        };
+        self.head_layers.forward(&hidden, pooled.as_ref(), false)
+    }
+
     /// The transformers prefix of the encoder (`"bert"`, `"roberta"`, `"distilbert"`).
     pub fn encoder_prefix(&self) -> &'static str {
         self.config.model_type.encoder_prefix()
