@@ -84,6 +84,8 @@ impl MlflowServer {
             .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
             .arg("--artifacts-destination")
             .arg(dir.join("artifacts"))
+            // The server's background job runner (a huey pool) is not needed to log runs.
+            .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
