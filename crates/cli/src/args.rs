@@ -233,6 +233,21 @@ pub struct FinetuneArgs {
     /// Training-loop settings.
     #[command(flatten)]
     pub train: TrainArgs,
+    /// Experiment trackers, comma-separated: `tensorboard` (event files in RUN/tensorboard/), `mlflow` (the
+    /// tracking server of MLFLOW_TRACKING_URI, experiment MLFLOW_EXPERIMENT_NAME or `suite`), or `none`.
+    #[arg(long, value_delimiter = ',', default_value = "tensorboard")]
+    pub report_to: Vec<ReportTo>,
+}
+
+/// An experiment tracker of `--report-to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportTo {
+    /// TensorBoard event files in the run folder.
+    Tensorboard,
+    /// An MLflow tracking server.
+    Mlflow,
+    /// No tracking.
+    None,
 }
 
 /// Flags that override `[text]`.

@@ -21,5 +21,6 @@ pub mod python;
 pub mod quality;
 pub mod quant;
 pub mod runs;
+pub mod tracking;
 pub mod train;
 pub mod weights;

@@ -14,6 +14,8 @@ use crate::job::{load_recipe, JobFile};
 
 /// Entry point.
 pub fn run(args: FinetuneArgs) -> Result<()> {
+    // A tracker that cannot work is refused before any worker starts or any folder appears.
+    super::tracking::check(&args)?;
     let env = DistEnv::from_env()?;
     if let Some(n) = args.nproc {
         if env.is_some() {
@@ -56,7 +58,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     // reuse it. Jobs are checked before the folder appears; this covers what only training finds.
     let created = (!resume && single && !out.exists()).then(|| out.clone());
     // Only rank 0 writes the run, so only it tracks it.
-    let observers = if main { super::tracking::observers(&args)? } else { Vec::new() };
+    let observers = if main { super::tracking::observers(&args, &job)? } else { Vec::new() };
     let result = match args.domain {
         Domain::Vision => vision::finetune(job, out, resume, observers),
         Domain::Text => text::finetune(job, out, resume, observers),
