@@ -63,9 +63,14 @@ impl Sampler {
         Self { kind, seed, n_startup: 10, n_ei: 24 }
     }
 
+    /// The seed of trial `trial`'s draws (from the study seed and the trial number).
+    pub fn trial_seed(&self, trial: u64) -> u64 {
+        mix(self.seed, trial)
+    }
+
     /// The parameters of trial `trial` (from 0) given the finished trials before it.
     pub fn propose(&self, space: &Space, trial: u64, history: &[Observation]) -> Params {
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, trial));
+        let mut rng = ChaCha8Rng::seed_from_u64(self.trial_seed(trial));
         let tpe = self.kind == SamplerKind::Tpe && history.len() >= self.n_startup.max(1);
         let mut out = Params::new();
         for p in &space.params {

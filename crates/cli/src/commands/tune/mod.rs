@@ -350,12 +350,12 @@ pub fn run(args: TuneArgs) -> Result<()> {
             let params = if resume {
                 trials(&journal.read()?)[&trial].params.clone()
             } else {
-                let params = journal.transact(|records| {
+                journal.transact(|records| {
                     let history = observations(&trials(records), &settings.objective, direction(&settings));
                     let params = sampler.propose(&space, trial, &history);
-                    Ok((params.clone(), vec![Record::Propose { trial, seed: args.seed, params }]))
-                })?;
-                params
+                    let seed = sampler.trial_seed(trial);
+                    Ok((params.clone(), vec![Record::Propose { trial, seed, params }]))
+                })?
             };
             let slot = (0..args.parallel).find(|s| running.iter().all(|r| r.slot != *s)).unwrap_or(0);
             let child = launch(&exe, &out, &base, args.domain, trial, &params, resume, slot, &devices, &args)?;
