@@ -50,6 +50,9 @@ pub enum Command {
     /// Explain a run's predictions: Grad-CAM and integrated gradients for images, token attributions for text,
     /// word timing and confidence for speech.
     Explain(explain::ExplainArgs),
+    /// Search hyperparameters: run trials of a recipe (TPE or random sampling, ASHA early termination), write a
+    /// leaderboard and the best configuration as a recipe.
+    Tune(Box<TuneArgs>),
 }
 
 /// `suite inspect`.
@@ -237,6 +240,12 @@ pub struct FinetuneArgs {
     /// tracking server of MLFLOW_TRACKING_URI, experiment MLFLOW_EXPERIMENT_NAME or `suite`), or `none`.
     #[arg(long, value_delimiter = ',', default_value = "tensorboard")]
     pub report_to: Vec<ReportTo>,
+    /// `suite tune` internals: the study folder whose journal this trial reports its rungs to.
+    #[arg(long, hide = true, requires = "tune_trial")]
+    pub tune_study: Option<PathBuf>,
+    /// `suite tune` internals: this trial's number in the study.
+    #[arg(long, hide = true, requires = "tune_study")]
+    pub tune_trial: Option<u64>,
 }
 
 /// An experiment tracker of `--report-to`.
@@ -248,6 +257,75 @@ pub enum ReportTo {
     Mlflow,
     /// No tracking.
     None,
+}
+
+/// `suite tune`.
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+Each trial is an ordinary run folder OUT/trials/NNNN (its recipe OUT/trials/NNNN.toml, its log NNNN.log) that suite
+eval and predict accept. The study journal OUT/study.jsonl records settings, proposals, rung results and trial ends:
+rerunning the same command (or adding --resume) continues a stopped study without redoing finished trials.
+Writes OUT/leaderboard.csv, OUT/leaderboard.html and OUT/best.toml (a recipe for suite finetune --config).")]
+pub struct TuneArgs {
+    /// Domain of the job.
+    pub domain: Domain,
+    /// Base recipe (TOML); the search space's keys replace its values.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Training data.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Separate validation data.
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Search space (TOML); default: the domain's (written to OUT/space.toml).
+    #[arg(long)]
+    pub space: Option<PathBuf>,
+    /// Trials to run in all (default 20 without --budget).
+    #[arg(long)]
+    pub trials: Option<usize>,
+    /// Wall-time budget (`90s`, `30m`, `2h`): no trial starts after it.
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// Metric to optimise (default: the recipe's train.metric).
+    #[arg(long)]
+    pub objective: Option<String>,
+    /// `max` or `min` (default: inferred from the objective's name).
+    #[arg(long)]
+    pub direction: Option<String>,
+    /// `tpe` or `random`.
+    #[arg(long, default_value = "tpe")]
+    pub sampler: String,
+    /// Seed of the sampler (each trial's recipe keeps its own train.seed).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// TPE: random trials before the estimators take over.
+    #[arg(long, default_value_t = 10)]
+    pub startup_trials: usize,
+    /// Trials run side by side (CPU threads or CUDA devices are split among them).
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
+    /// ASHA: evaluations before the first rung (0 turns early termination off).
+    #[arg(long, default_value_t = 1)]
+    pub min_resource: usize,
+    /// ASHA: reduction factor η (the top 1/η of a rung go on).
+    #[arg(long, default_value_t = 3)]
+    pub reduction_factor: usize,
+    /// Continue the study in --out (rerunning the same command does too).
+    #[arg(long)]
+    pub resume: bool,
+    /// Device of the trials (`auto`, `cpu`, `cuda`).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// libtorch CPU threads of the whole study (split among parallel trials).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Data-loading worker threads per trial.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Study folder.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Flags that override `[text]`.

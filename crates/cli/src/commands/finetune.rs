@@ -58,7 +58,8 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     // reuse it. Jobs are checked before the folder appears; this covers what only training finds.
     let created = (!resume && single && !out.exists()).then(|| out.clone());
     // Only rank 0 writes the run, so only it tracks it.
-    let observers = if main { super::tracking::observers(&args, &job)? } else { Vec::new() };
+    let mut observers = if main { super::tracking::observers(&args, &job)? } else { Vec::new() };
+    observers.extend(super::tune::trial_observer(&args, main)?);
     let result = match args.domain {
         Domain::Vision => vision::finetune(job, out, resume, observers),
         Domain::Text => text::finetune(job, out, resume, observers),

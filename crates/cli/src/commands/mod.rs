@@ -16,6 +16,7 @@ mod serve;
 mod speech;
 mod text;
 mod tracking;
+mod tune;
 mod vision;
 
 use anyhow::Result;
@@ -38,5 +39,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::DistCheck(a) => dist_check::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Explain(a) => explain::run(a),
+        Command::Tune(a) => tune::run(*a),
     }
 }
