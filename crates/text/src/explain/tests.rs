@@ -140,6 +140,8 @@ fn compare(dir: &Path, p: &TextPredictor, task: &str, inputs: &[(TextInput, Opti
             let scores: Vec<f64> = serde_json::from_value(w["scores"].clone()).unwrap();
             assert_eq!(a.scores.len(), scores.len());
             assert_eq!(a.scores.len(), e.tokens.len());
+            // Guards against comparing two empty explanations.
+            assert!(scores.iter().any(|s| s.abs() > 1e-3), "{task} {}: Captum's scores are all ~0", a.label);
             let d = a.scores.iter().zip(&scores).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max);
             let df =
                 (a.output - w["fx"].as_f64().unwrap()).abs().max((a.baseline_output - w["fb"].as_f64().unwrap()).abs());
