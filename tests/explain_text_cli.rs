@@ -109,42 +109,7 @@ fn explains_a_classification_run_and_refuses_bad_input() {
 
 /// all-MiniLM-L6-v2 with a LoRA adapter after 4 steps on the data of [`text_run`].
 fn lora_run(dir: &Path) -> PathBuf {
-    let (train, run) = (dir.join("train.csv"), dir.join("lora-run"));
-    let mut csv = String::from("text,label\n");
-    for (i, w) in ["football", "goal", "match", "team", "referee", "tennis"].iter().enumerate() {
-        let food = ["soup", "bread", "oven", "recipe", "cheese", "butter"][i];
-        csv.push_str(&format!("the {w} and the team,sport\na {food} with butter,food\n"));
-    }
-    std::fs::write(&train, csv).unwrap();
-    let args = [
-        "finetune",
-        "text",
-        "--peft",
-        "lora",
-        "--max-steps",
-        "4",
-        "--max-len",
-        "32",
-        "--batch-size",
-        "4",
-        "--lr",
-        "1e-3",
-        "--threads",
-        "1",
-        "--workers",
-        "1",
-        "--seed",
-        "0",
-        "--device",
-        "cpu",
-        "--val-split",
-        "0.25",
-        "--data",
-        s(&train),
-        "--out",
-        s(&run),
-    ];
-    suite(dir, &args).assert_ok();
+    let run = serve::text_run_with(dir, "lora-run", "1e-3", &["--peft", "lora"]);
     assert!(run.join("best/adapter.safetensors").is_file(), "a LoRA run saves an adapter");
     run
 }

@@ -12,22 +12,9 @@ use common::*;
 
 const CLASSES: [&str; 3] = ["cat", "dog", "fox"];
 
-/// A `size`×`size` PNG of class `class`: a class colour with class-specific stripes and seeded noise.
+/// A `size`×`size` PNG of class `class` with 7 bits of noise: a hard enough task that trials differ.
 fn write_image(path: &Path, class: usize, seed: usize, size: u32) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let base = [[200u8, 60, 60], [60, 200, 60], [60, 60, 200]][class % 3];
-    let img = image::RgbImage::from_fn(size, size, |x, y| {
-        let stripe = match class % 3 {
-            0 => x / 4 % 2,
-            1 => y / 4 % 2,
-            _ => (x + y) / 4 % 2,
-        } as u8;
-        let mut h = (x as u64 * 73_856_093) ^ (y as u64 * 19_349_663) ^ (seed as u64 * 83_492_791);
-        h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let noise = (h >> 57) as u8; // 0..128: a hard enough task that trials differ
-        image::Rgb(base.map(|b| b.saturating_sub(40 * stripe).saturating_add(noise)))
-    });
-    img.save(path).unwrap();
+    striped_image(path, class, seed, size, 7);
 }
 
 /// `root/train` (4 per class) and `root/val` (2 per class).

@@ -47,23 +47,9 @@ const R18: &str = "--model resnet18 --init random";
 // ---------------------------------------------------------------------------------------------------------------
 // Data
 
-/// A `size`×`size` PNG of class `class`: a class colour with stripes in a class-specific direction, plus noise
-/// that depends on `seed`.
+/// A `size`×`size` PNG of class `class` with 5 bits of seeded noise.
 fn write_image(path: &Path, class: usize, seed: usize, size: u32) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let base = [[200u8, 60, 60], [60, 200, 60], [60, 60, 200]][class % 3];
-    let img = image::RgbImage::from_fn(size, size, |x, y| {
-        let stripe = match class % 3 {
-            0 => x / 4 % 2,
-            1 => y / 4 % 2,
-            _ => (x + y) / 4 % 2,
-        } as u8;
-        let mut h = (x as u64 * 73_856_093) ^ (y as u64 * 19_349_663) ^ (seed as u64 * 83_492_791);
-        h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let noise = (h >> 59) as u8; // 0..32
-        image::Rgb(base.map(|b| b.saturating_sub(40 * stripe).saturating_add(noise)))
-    });
-    img.save(path).unwrap();
+    striped_image(path, class, seed, size, 5);
 }
 
 /// `root/<class>/<prefix><i>.png`, `n` images per class.

@@ -187,3 +187,22 @@ pub fn python_file(path: &str, args: &[&str]) -> String {
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A `size`×`size` PNG of class `class`: a class colour with stripes in a class-specific direction, plus seeded
+/// noise of `noise_bits` bits (5: 0..32, an easy task; 7: 0..128, hard enough that training runs differ).
+pub fn striped_image(path: &Path, class: usize, seed: usize, size: u32, noise_bits: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let base = [[200u8, 60, 60], [60, 200, 60], [60, 60, 200]][class % 3];
+    let img = image::RgbImage::from_fn(size, size, |x, y| {
+        let stripe = match class % 3 {
+            0 => x / 4 % 2,
+            1 => y / 4 % 2,
+            _ => (x + y) / 4 % 2,
+        } as u8;
+        let h = ((x as u64 * 73_856_093) ^ (y as u64 * 19_349_663) ^ (seed as u64 * 83_492_791))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let noise = (h >> (64 - noise_bits)) as u8;
+        image::Rgb(base.map(|b| b.saturating_sub(40 * stripe).saturating_add(noise)))
+    });
+    img.save(path).unwrap();
+}

@@ -15,21 +15,9 @@ use super::{s, suite, SUITE};
 /// Class names of [`vision_run`].
 pub const CLASSES: [&str; 3] = ["circle", "square", "stripes"];
 
-/// A 40×40 PNG of class `class`: a class colour with stripes in a class-specific direction and seeded noise.
+/// A 40×40 PNG of class `class` ([`super::striped_image`] with 5 bits of noise).
 pub fn write_image(path: &Path, class: usize, seed: usize) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let base = [[200u8, 60, 60], [60, 200, 60], [60, 60, 200]][class % 3];
-    let img = image::RgbImage::from_fn(40, 40, |x, y| {
-        let stripe = match class % 3 {
-            0 => x / 4 % 2,
-            1 => y / 4 % 2,
-            _ => (x + y) / 4 % 2,
-        } as u8;
-        let h = ((x as u64 * 73_856_093) ^ (y as u64 * 19_349_663) ^ (seed as u64 * 83_492_791))
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        image::Rgb(base.map(|b| b.saturating_sub(40 * stripe).saturating_add((h >> 59) as u8)))
-    });
-    img.save(path).unwrap();
+    super::striped_image(path, class, seed, 40, 5);
 }
 
 /// A ResNet-18 (random init, 64-px input, one epoch) on two images per class, in `dir/vision-run`.
@@ -72,6 +60,11 @@ pub fn vision_run(dir: &Path) -> PathBuf {
 
 /// all-MiniLM-L6-v2 with a 2-label head (sport, food) after 4 steps on short texts, in `dir/text-run`.
 pub fn text_run(dir: &Path) -> PathBuf {
+    text_run_with(dir, "text-run", "3e-4", &[])
+}
+
+/// [`text_run`] in `dir/NAME` at learning rate `lr`, with `extra` flags (`--peft lora` …).
+pub fn text_run_with(dir: &Path, name: &str, lr: &str, extra: &[&str]) -> PathBuf {
     let sport = ["football", "goal", "match", "team", "referee", "tennis"];
     let food = ["soup", "bread", "oven", "recipe", "cheese", "butter"];
     let csv = |n: usize, offset: usize| {
@@ -82,7 +75,7 @@ pub fn text_run(dir: &Path) -> PathBuf {
         }
         out
     };
-    let (train, val, run) = (dir.join("train.csv"), dir.join("val.csv"), dir.join("text-run"));
+    let (train, val, run) = (dir.join("train.csv"), dir.join("val.csv"), dir.join(name));
     std::fs::write(&train, csv(8, 0)).unwrap();
     std::fs::write(&val, csv(2, 20)).unwrap();
     let args = [
@@ -95,7 +88,7 @@ pub fn text_run(dir: &Path) -> PathBuf {
         "--batch-size",
         "4",
         "--lr",
-        "3e-4",
+        lr,
         "--threads",
         "1",
         "--workers",
@@ -111,6 +104,7 @@ pub fn text_run(dir: &Path) -> PathBuf {
         "--out",
         s(&run),
     ];
+    let args: Vec<&str> = args.iter().copied().chain(extra.iter().copied()).collect();
     suite(dir, &args).assert_ok();
     run
 }

@@ -1,15 +1,36 @@
-//! BERT (and MiniLM): `BertModel` of transformers, with its tensor names. The encoder layers and the pooler are
-//! shared with RoBERTa, whose model differs only in its embeddings.
+//! BERT (and MiniLM) and RoBERTa/XLM-RoBERTa: transformers' `BertModel` and `RobertaModel`, with their tensor
+//! names. RoBERTa is BERT whose positions are counted from the padding id ([`Positions::FromPadding`]).
 
 use suite_core::nn::{path_name, AttentionSlots, LayerVisitor, Linear, VisitLayers};
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use super::config::{Activation, EncoderConfig};
 use super::layers::{
     additive_mask, dense, dropout, merge_heads, push_linear, split_heads, Embedding, LayerNorm, Named,
 };
 
-/// `embeddings.*`: word + token type + absolute position embeddings, LayerNorm, dropout.
+/// How an encoder numbers its positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Positions {
+    /// BERT: `0..len` for every row.
+    Absolute,
+    /// RoBERTa and XLM-RoBERTa: counted from the padding id over non-padding tokens ([`roberta_position_ids`]);
+    /// the position table's padding row stays zero.
+    FromPadding {
+        /// The padding token id.
+        padding_idx: i64,
+    },
+}
+
+/// The position ids RoBERTa gives `input_ids`: `padding_idx` for padding tokens, and `padding_idx + k` for the
+/// k-th non-padding token of the row (transformers' `create_position_ids_from_input_ids`, fairseq's
+/// `make_positions`).
+pub fn roberta_position_ids(input_ids: &Tensor, padding_idx: i64) -> Tensor {
+    let mask = input_ids.ne(padding_idx).to_kind(Kind::Int64);
+    mask.cumsum(1, Kind::Int64) * &mask + padding_idx
+}
+
+/// `embeddings.*`: word + token type + position embeddings, LayerNorm, dropout.
 #[derive(Debug)]
 pub struct BertEmbeddings {
     word_embeddings: Embedding,
@@ -17,45 +38,53 @@ pub struct BertEmbeddings {
     token_type_embeddings: Embedding,
     layer_norm: LayerNorm,
     dropout: f64,
+    positions: Positions,
 }
 
 impl BertEmbeddings {
-    fn new(p: nn::Path, c: &EncoderConfig) -> Self {
-        let std = c.initializer_range;
+    fn new(p: nn::Path, c: &EncoderConfig, positions: Positions) -> Self {
+        let (h, std) = (c.hidden_size, c.initializer_range);
+        let position_padding = match positions {
+            Positions::Absolute => None,
+            Positions::FromPadding { padding_idx } => Some(padding_idx),
+        };
         Self {
-            word_embeddings: Embedding::new(
-                &p / "word_embeddings",
-                c.vocab_size,
-                c.hidden_size,
-                Some(c.pad_token_id),
-                std,
-            ),
+            word_embeddings: Embedding::new(&p / "word_embeddings", c.vocab_size, h, Some(c.pad_token_id), std),
             position_embeddings: Embedding::new(
                 &p / "position_embeddings",
                 c.max_position_embeddings,
-                c.hidden_size,
-                None,
+                h,
+                position_padding,
                 std,
             ),
-            token_type_embeddings: Embedding::new(
-                &p / "token_type_embeddings",
-                c.type_vocab_size,
-                c.hidden_size,
-                None,
-                std,
-            ),
-            layer_norm: LayerNorm::new(&p / "LayerNorm", c.hidden_size, c.layer_norm_eps),
+            token_type_embeddings: Embedding::new(&p / "token_type_embeddings", c.type_vocab_size, h, None, std),
+            layer_norm: LayerNorm::new(&p / "LayerNorm", h, c.layer_norm_eps),
             dropout: c.hidden_dropout_prob,
+            positions,
         }
     }
 
-    /// `word`, when given, replaces the output of `word_embeddings` (integrated gradients interpolate it).
+    /// `word`, when given, replaces the output of `word_embeddings` (integrated gradients interpolate it);
+    /// positions still come from `input_ids`.
     fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, word: Option<&Tensor>, train: bool) -> Tensor {
-        let len = input_ids.size()[1];
-        let positions = Tensor::arange(len, (tch::Kind::Int64, input_ids.device()));
+        let (positions, types) = match self.positions {
+            Positions::Absolute => (
+                Tensor::arange(input_ids.size()[1], (Kind::Int64, input_ids.device())),
+                self.token_type_embeddings.forward(token_type_ids),
+            ),
+            Positions::FromPadding { padding_idx } => {
+                // RoBERTa checkpoints have a single token type: its row is added everywhere, whatever ids a
+                // tokenizer made for sentence pairs (transformers uses the same all-zero ids when none are passed).
+                let types = if self.token_type_embeddings.weight.size()[0] == 1 {
+                    self.token_type_embeddings.weight.get(0)
+                } else {
+                    self.token_type_embeddings.forward(token_type_ids)
+                };
+                (roberta_position_ids(input_ids, padding_idx), types)
+            }
+        };
         let word = word.map_or_else(|| self.word_embeddings.forward(input_ids), Tensor::shallow_clone);
-        let x =
-            word + self.token_type_embeddings.forward(token_type_ids) + self.position_embeddings.forward(&positions);
+        let x = word + types + self.position_embeddings.forward(&positions);
         dropout(self.layer_norm.forward(&x), self.dropout, train)
     }
 
@@ -194,7 +223,8 @@ impl BertPooler {
     }
 }
 
-/// transformers' `BertModel`: embeddings, encoder and (optionally) the pooler.
+/// transformers' `BertModel` (and, built by [`BertModel::roberta`], `RobertaModel`/`XLMRobertaModel`):
+/// embeddings, encoder and (optionally) the pooler.
 #[derive(Debug)]
 pub struct BertModel {
     embeddings: BertEmbeddings,
@@ -206,8 +236,18 @@ pub struct BertModel {
 impl BertModel {
     /// Registers the model's tensors under `p` (`p / "embeddings"`, `p / "encoder"`, `p / "pooler"`).
     pub fn new(p: nn::Path, c: &EncoderConfig, add_pooling_layer: bool) -> Self {
+        Self::with_positions(p, c, add_pooling_layer, Positions::Absolute)
+    }
+
+    /// transformers' `RobertaModel` (and `XLMRobertaModel`); their task heads do not use the pooler, so it is
+    /// built only on request.
+    pub fn roberta(p: nn::Path, c: &EncoderConfig, add_pooling_layer: bool) -> Self {
+        Self::with_positions(p, c, add_pooling_layer, Positions::FromPadding { padding_idx: c.pad_token_id })
+    }
+
+    fn with_positions(p: nn::Path, c: &EncoderConfig, add_pooling_layer: bool, positions: Positions) -> Self {
         Self {
-            embeddings: BertEmbeddings::new(&p / "embeddings", c),
+            embeddings: BertEmbeddings::new(&p / "embeddings", c, positions),
             encoder: BertEncoder::new(&p / "encoder", c),
             pooler: add_pooling_layer.then(|| BertPooler::new(&p / "pooler", c)),
         }

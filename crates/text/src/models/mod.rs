@@ -19,7 +19,6 @@ mod llama;
 mod lm_folder;
 mod load;
 pub mod registry;
-mod roberta;
 mod text_model;
 
 #[cfg(test)]
@@ -37,7 +36,7 @@ mod llama_tests;
 #[cfg(test)]
 mod parity_tests;
 
-pub use bert::BertModel;
+pub use bert::{roberta_position_ids, BertModel, Positions};
 pub use causal::{BatchLayout, CausalLm, CausalLmInfo, KvCache};
 pub use causal_load::{causal_model_type, causal_model_types, causal_peft_targets, load_causal_lm, new_causal_lm};
 pub use config::{Activation, EncoderConfig, ModelType, SUPPORTED_MODEL_TYPES};
@@ -51,5 +50,4 @@ pub use llama::{llama_peft_targets, LlamaConfig, LlamaForCausalLm, RopeScaling, 
 pub(crate) use lm_folder::read_json;
 pub use lm_folder::LmCheckpoint;
 pub use registry::{known_models, minilm_asset_dir, resolve_text_model, TextModelFiles, DEFAULT_TEXT_MODEL};
-pub use roberta::{roberta_position_ids, RobertaModel};
 pub use text_model::TextModel;

@@ -13,12 +13,11 @@ use super::config::{EncoderConfig, ModelType};
 use super::distilbert::DistilBertModel;
 use super::heads::{Head, HeadLayers};
 use super::layers::Named;
-use super::roberta::RobertaModel;
 
 #[derive(Debug)]
 enum Encoder {
     Bert(BertModel),
-    Roberta(RobertaModel),
+    Roberta(BertModel),
     DistilBert(DistilBertModel),
 }
 
@@ -49,7 +48,7 @@ impl TextModel {
         let pooler = head.uses_pooler(config.model_type);
         let encoder = match config.model_type {
             ModelType::Bert => Encoder::Bert(BertModel::new(p, config, pooler)),
-            ModelType::Roberta | ModelType::XlmRoberta => Encoder::Roberta(RobertaModel::new(p, config, pooler)),
+            ModelType::Roberta | ModelType::XlmRoberta => Encoder::Roberta(BertModel::roberta(p, config, pooler)),
             ModelType::DistilBert => Encoder::DistilBert(DistilBertModel::new(p, config)),
         };
         let root_name = path_name(root);
