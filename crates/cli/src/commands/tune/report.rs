@@ -68,7 +68,8 @@ fn time_saved(trials: &[&Trial]) -> Option<f64> {
             .filter_map(|t| t.end.as_ref())
             .filter(|e| e.status == Status::Pruned)
             .map(|e| per_eval * full.saturating_sub(e.evals) as f64)
-            .sum(),
+            .sum::<f64>()
+            + 0.0, // an empty sum is -0.0, which would print as "-0"
     )
 }
 
