@@ -39,7 +39,8 @@ impl Quadrature {
                 steps[0] /= 2.0;
                 steps[n - 1] /= 2.0;
                 // Captum takes `torch.linspace(0, 1, n).tolist()`: float32 points, reproduced bit for bit.
-                let alphas = Vec::<f32>::try_from(Tensor::linspace(0.0, 1.0, n as i64, (Kind::Float, tch::Device::Cpu)))?;
+                let alphas =
+                    Vec::<f32>::try_from(Tensor::linspace(0.0, 1.0, n as i64, (Kind::Float, tch::Device::Cpu)))?;
                 Ok((steps, alphas.into_iter().map(f64::from).collect()))
             }
         }
@@ -89,10 +90,16 @@ impl Attributions {
     /// Per image, `Σ attributions − (F(x) − F(x'))`: Captum's `compute_convergence_delta`, zero for exact
     /// integration.
     pub fn completeness_errors(&self) -> Result<Vec<f64>> {
-        let sums = Vec::<f64>::try_from(
-            self.attributions.flatten(1, -1).sum_dim_intlist([1i64].as_slice(), false, Kind::Double),
-        )?;
-        Ok(sums.iter().zip(self.input_scores.iter().zip(&self.baseline_scores)).map(|(s, (a, b))| s - (a - b)).collect())
+        let sums = Vec::<f64>::try_from(self.attributions.flatten(1, -1).sum_dim_intlist(
+            [1i64].as_slice(),
+            false,
+            Kind::Double,
+        ))?;
+        Ok(sums
+            .iter()
+            .zip(self.input_scores.iter().zip(&self.baseline_scores))
+            .map(|(s, (a, b))| s - (a - b))
+            .collect())
     }
 }
 

@@ -125,7 +125,11 @@ pub fn resolve_target(labels: &[String], target: &str) -> Result<usize> {
     }
     match target.parse::<usize>() {
         Ok(i) if i < labels.len() => Ok(i),
-        _ => bail!("target class {target:?} is neither a label nor an index below {}; labels: {}", labels.len(), labels.join(", ")),
+        _ => bail!(
+            "target class {target:?} is neither a label nor an index below {}; labels: {}",
+            labels.len(),
+            labels.join(", ")
+        ),
     }
 }
 

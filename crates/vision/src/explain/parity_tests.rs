@@ -89,7 +89,14 @@ save_file(io, out + "/io.safetensors")
 "#;
 
 /// Checks both CAM methods of one layer against the reference; returns the largest (raw relative, scaled) |Δ|.
-fn check_cams(model: &dyn ImageClassifier, io_key: &str, layer: &str, x: &Tensor, targets: &[i64], io: &Io) -> Result<(f64, f64)> {
+fn check_cams(
+    model: &dyn ImageClassifier,
+    io_key: &str,
+    layer: &str,
+    x: &Tensor,
+    targets: &[i64],
+    io: &Io,
+) -> Result<(f64, f64)> {
     let mut worst = (0.0f64, 0.0f64);
     for (name, method) in [("gradcam", CamMethod::GradCam), ("gradcampp", CamMethod::GradCamPlusPlus)] {
         let maps = class_activation_map(model, x, layer, Some(targets), method)?;
@@ -98,7 +105,10 @@ fn check_cams(model: &dyn ImageClassifier, io_key: &str, layer: &str, x: &Tensor
         let scale = raw.abs().max().double_value(&[]).max(1.0);
         let d_raw = max_abs_diff(&maps.raw, raw) / scale;
         let d_scaled = max_abs_diff(&maps.scaled, scaled);
-        println!("{layer} {name}: raw max |diff| {:.3e} (max |raw| {scale:.3}), scaled max |diff| {d_scaled:.3e}", d_raw * scale);
+        println!(
+            "{layer} {name}: raw max |diff| {:.3e} (max |raw| {scale:.3}), scaled max |diff| {d_scaled:.3e}",
+            d_raw * scale
+        );
         ensure!(d_raw <= 1e-4, "{layer} {name}: raw maps differ by {d_raw} of their largest value");
         ensure!(d_scaled <= 1e-4, "{layer} {name}: scaled maps differ by {d_scaled}");
         worst = (worst.0.max(d_raw), worst.1.max(d_scaled));
