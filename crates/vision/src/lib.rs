@@ -1,5 +1,6 @@
 //! The vision domain of suite.
 pub mod data;
+pub mod explain;
 pub mod inspect;
 pub mod models;
 pub mod predict;

@@ -92,6 +92,21 @@ impl VisionPredictor {
         suite_core::quant::quantize_dynamic(self.task.model.as_mut(), suite_core::quant::WeightScheme::PerChannel)
     }
 
+    /// The network, for what needs more than its probabilities (the gradients of [`crate::explain`]).
+    pub fn model(&self) -> &dyn crate::models::ImageClassifier {
+        self.task.model.as_ref()
+    }
+
+    /// The device the model's tensors live on.
+    pub fn device(&self) -> Device {
+        self.task.vs.device()
+    }
+
+    /// The preprocessing the model was trained with (input size, normalisation).
+    pub fn preprocess_config(&self) -> &crate::models::Preprocess {
+        &self.task.preprocess
+    }
+
     /// Class names in the order of the model's outputs.
     pub fn labels(&self) -> &[String] {
         self.task.classes.names()

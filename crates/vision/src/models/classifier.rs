@@ -63,6 +63,18 @@ pub trait ImageClassifier: VisitLayers + Send {
     /// The backbone's stages in forward order, stem first; the head is not among them.
     fn stages(&self) -> Vec<Stage>;
 
+    /// Names of the layers whose output [`ImageClassifier::forward_with_activation`] can hand back, in forward
+    /// order: the stage labels of [`ImageClassifier::stages`] (a stage's output is its last block's) and the blocks
+    /// inside them under their checkpoint names (`layer3.1`, `_blocks.15`).
+    fn activation_layers(&self) -> Vec<String>;
+
+    /// Class logits `[N, num_classes]` of images `x` together with the output of the layer named `layer` (one of
+    /// [`ImageClassifier::activation_layers`]; `None` for any other name), so that gradients with respect to that
+    /// activation can be taken (Grad-CAM). The activation has the logical shape `[N, C, h, w]` but may be laid out
+    /// channels-last in memory: it is the very tensor the rest of the forward pass consumed, not a copy, since a
+    /// copy would not be part of the graph.
+    fn forward_with_activation(&self, x: &Tensor, layer: &str, train: bool) -> Option<(Tensor, Tensor)>;
+
     /// The last `n` stages of the backbone (all of them when `n` exceeds their number), in forward order: what
     /// `--tune last:N` trains besides the head.
     fn last_stages(&self, n: usize) -> Vec<Stage> {

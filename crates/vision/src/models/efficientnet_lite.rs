@@ -267,6 +267,27 @@ impl EfficientNetLite {
     pub fn num_blocks(&self) -> usize {
         self.blocks.len()
     }
+
+    /// `_conv_stem`, `_bn0`, ReLU6.
+    fn stem(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut y = self.bn0.forward_t(&self.conv_stem.forward_t(x, train), train);
+        let _ = y.relu6_();
+        y
+    }
+
+    /// `_conv_head`, `_bn1`, ReLU6: the last convolutional map, before pooling.
+    fn head_conv(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut y = self.bn1.forward_t(&self.conv_head.forward_t(x, train), train);
+        let _ = y.relu6_();
+        y
+    }
+
+    /// Stage label (`stage1`…) of block `i`, the stage it ends when it is the stage's last block.
+    fn stage_ending_at(&self, i: usize) -> Option<String> {
+        let s = self.stage_starts.iter().rposition(|&start| start <= i)?;
+        let end = self.stage_starts.get(s + 1).copied().unwrap_or(self.blocks.len());
+        (i + 1 == end).then(|| format!("stage{}", s + 1))
+    }
 }
 
 impl ImageClassifier for EfficientNetLite {
@@ -277,8 +298,7 @@ impl ImageClassifier for EfficientNetLite {
         let mut x = channels_last(x);
         for stage in range {
             if stage == 0 {
-                x = self.bn0.forward_t(&self.conv_stem.forward_t(&x, train), train);
-                let _ = x.relu6_();
+                x = self.stem(&x, train);
             } else if stage <= n_block_stages {
                 let start = self.stage_starts[stage - 1];
                 let end = self.stage_starts.get(stage).copied().unwrap_or(self.blocks.len());
@@ -286,8 +306,7 @@ impl ImageClassifier for EfficientNetLite {
                     x = block.forward_t(&x, train);
                 }
             } else {
-                x = self.bn1.forward_t(&self.conv_head.forward_t(&x, train), train);
-                let _ = x.relu6_();
+                x = self.head_conv(&x, train);
             }
         }
         x.contiguous()
@@ -295,6 +314,37 @@ impl ImageClassifier for EfficientNetLite {
 
     fn forward_head(&self, features: &Tensor, train: bool) -> Tensor {
         self.fc.forward_t(&features.dropout(self.config.dropout, train), train)
+    }
+
+    /// `stem`, the blocks `_blocks.N` each followed by the stage label it ends (`stage1`…`stage7`), then
+    /// `head_conv` (the activated output of `_conv_head`/`_bn1`, the last convolutional map).
+    fn activation_layers(&self) -> Vec<String> {
+        let mut names = vec!["stem".to_string()];
+        for i in 0..self.blocks.len() {
+            names.push(format!("_blocks.{i}"));
+            names.extend(self.stage_ending_at(i));
+        }
+        names.push("head_conv".to_string());
+        names
+    }
+
+    fn forward_with_activation(&self, x: &Tensor, layer: &str, train: bool) -> Option<(Tensor, Tensor)> {
+        // A block adds its input to a fresh tensor and never writes the input itself, so a captured output keeps
+        // its values while later blocks run.
+        let mut x = self.stem(&channels_last(x), train);
+        let mut captured = (layer == "stem").then(|| x.shallow_clone());
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward_t(&x, train);
+            if layer == format!("_blocks.{i}") || self.stage_ending_at(i).is_some_and(|s| s == layer) {
+                captured = Some(x.shallow_clone());
+            }
+        }
+        x = self.head_conv(&x, train);
+        if layer == "head_conv" {
+            captured = Some(x.shallow_clone());
+        }
+        let logits = self.forward_head(&super::classifier::global_avg_pool(&x), train);
+        captured.map(|a| (a, logits))
     }
 
     fn num_features(&self) -> i64 {

@@ -168,6 +168,13 @@ impl ResNet {
     pub fn config(&self) -> ResNetConfig {
         self.config
     }
+
+    /// `conv1`, `bn1`, ReLU and the 3×3 max pool (torchvision's `maxpool`).
+    fn stem(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut y = self.bn1.forward_t(&self.conv1.forward_t(x, train), train);
+        let _ = y.relu_();
+        y.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)
+    }
 }
 
 impl ImageClassifier for ResNet {
@@ -177,9 +184,7 @@ impl ImageClassifier for ResNet {
         let mut x = channels_last(x);
         for stage in range {
             if stage == 0 {
-                let mut y = self.bn1.forward_t(&self.conv1.forward_t(&x, train), train);
-                let _ = y.relu_();
-                x = y.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+                x = self.stem(&x, train);
             } else {
                 for block in &self.layers[stage - 1] {
                     x = block.forward_t(&x, train);
@@ -191,6 +196,34 @@ impl ImageClassifier for ResNet {
 
     fn forward_head(&self, features: &Tensor, train: bool) -> Tensor {
         self.fc.forward_t(features, train)
+    }
+
+    /// `stem` (the max pool's output), then per stage its blocks `layerN.M` and the stage `layerN` itself.
+    fn activation_layers(&self) -> Vec<String> {
+        let mut names = vec!["stem".to_string()];
+        for (s, blocks) in self.layers.iter().enumerate() {
+            names.extend((0..blocks.len()).map(|b| format!("layer{}.{b}", s + 1)));
+            names.push(format!("layer{}", s + 1));
+        }
+        names
+    }
+
+    fn forward_with_activation(&self, x: &Tensor, layer: &str, train: bool) -> Option<(Tensor, Tensor)> {
+        // Later blocks never write their input in place (see ResidualBlock::forward_t), so the captured tensor
+        // keeps the values it had when it was captured.
+        let mut x = self.stem(&channels_last(x), train);
+        let mut captured = (layer == "stem").then(|| x.shallow_clone());
+        for (s, blocks) in self.layers.iter().enumerate() {
+            for (b, block) in blocks.iter().enumerate() {
+                x = block.forward_t(&x, train);
+                let last = b + 1 == blocks.len();
+                if layer == format!("layer{}.{b}", s + 1) || last && layer == format!("layer{}", s + 1) {
+                    captured = Some(x.shallow_clone());
+                }
+            }
+        }
+        let logits = self.fc.forward_t(&super::classifier::global_avg_pool(&x), train);
+        captured.map(|a| (a, logits))
     }
 
     fn num_features(&self) -> i64 {
