@@ -144,6 +144,7 @@ fn cues(t: &Transcription) -> Vec<(f64, f64, String)> {
             .iter()
             .enumerate()
             .map(|(i, w)| if i == 0 { w.word.trim().to_string() } else { w.word.clone() })
+            .map(|w| w.replace("-->", "->"))
             .collect();
         let plain: String = texts.concat();
         // Gaps are compared as the printed millisecond, as openai-whisper compares formatted timestamps.
