@@ -809,6 +809,11 @@ pub struct TranscribeArgs {
     /// Decode each window without the previous text as its prompt.
     #[arg(long)]
     pub no_condition_on_previous_text: bool,
+    /// Word-level timestamps and probabilities from the cross-attention alignment (openai-whisper's and
+    /// faster-whisper's `word_timestamps`): `words` in `json` and `verbose_json` (per segment and OpenAI's top-level
+    /// list), one cue per word (the segment's text with the word underlined) in `srt` and `vtt`.
+    #[arg(long)]
+    pub word_timestamps: bool,
     /// `fp32`, or `int8`: every linear layer in int8 (libtorch's dynamic quantization, per-channel weights; CPU).
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: InferPrecision,

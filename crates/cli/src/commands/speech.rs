@@ -263,6 +263,7 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
         temperatures: temperature_ladder(&args.temperature)?,
         initial_prompt: args.initial_prompt.clone(),
         condition_on_previous_text: !args.no_condition_on_previous_text,
+        word_timestamps: args.word_timestamps,
         ..TranscribeOptions::default()
     };
     opts.validate()?;
@@ -343,10 +344,16 @@ fn printed(
 ) -> String {
     match format {
         OutputFormat::Txt => format!("{shown}\t{}\t{}\n", t.language, t.text),
-        OutputFormat::Json => format!(
-            "{}\n",
-            serde_json::json!({"file": shown, "language": t.language, "text": t.text, "duration_s": t.duration})
-        ),
+        OutputFormat::Json => {
+            let mut v =
+                serde_json::json!({"file": shown, "language": t.language, "text": t.text, "duration_s": t.duration});
+            // With --word-timestamps, every word of the file in order (segments have theirs in verbose_json).
+            if t.segments.iter().any(|s| s.words.is_some()) {
+                let words: Vec<_> = t.segments.iter().flat_map(|s| s.words.iter().flatten()).collect();
+                v["words"] = serde_json::json!(words);
+            }
+            format!("{v}\n")
+        }
         OutputFormat::Openai(ResponseFormat::VerboseJson) => {
             let body = render(t, ResponseFormat::VerboseJson, task);
             // The body is an object: `{"file": …,` goes in front of its fields, which keep OpenAI's order.

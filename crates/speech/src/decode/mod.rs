@@ -1,6 +1,7 @@
 //! Decoding: greedy and beam search, language detection, long-form windows, and timestamped long-form
 //! transcription with OpenAI's response formats.
 
+mod align;
 mod beam;
 mod formats;
 mod language;
@@ -12,12 +13,16 @@ mod search;
 mod seek;
 mod timed_search;
 mod transcription;
+mod words;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod timed_tests;
 
+pub use align::{
+    alignment_heads, dtw, find_alignment, median_filter, Alignment, MEDIAN_FILTER_WIDTH, TOKENS_PER_SECOND,
+};
 pub use formats::{format_timestamp, render, ResponseFormat};
 pub use language::detect_language;
 pub use languages::language_name;
@@ -26,3 +31,4 @@ pub use options::{DecodeOptions, Transcript};
 pub use search::transcribe_batch;
 pub use seek::transcribe_timed;
 pub use transcription::{Segment, TranscribeOptions, Transcription};
+pub use words::{Word, APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS};

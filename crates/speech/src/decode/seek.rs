@@ -9,10 +9,15 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
+use super::align::{alignment_heads, find_alignment};
 use super::language::detect_language;
 use super::rules::{compression_ratio, TimestampRules};
 use super::timed_search::{Choice, Decoded, Group};
 use super::transcription::{Segment, TranscribeOptions, Transcription};
+use super::words::{
+    assign_words, limit_sentence_edges, merge_punctuations, word_timings, SegmentSpan, Word, APPEND_PUNCTUATIONS,
+    PREPEND_PUNCTUATIONS,
+};
 use crate::audio::LogMel;
 use crate::models::Whisper;
 use crate::tokenizer::WhisperTokenizer;
@@ -39,6 +44,8 @@ struct Recording {
     all_tokens: Vec<i64>,
     prompt_reset_since: usize,
     segments: Vec<Segment>,
+    /// End of the last word so far (word timestamps), for the pause rule of the next window's first word.
+    last_speech: f64,
 }
 
 /// A window's chosen decode, with what fallback measured on it.
@@ -72,6 +79,13 @@ pub fn transcribe_timed(
         bail!("{}: special tokens beyond the model's vocabulary; a tokenizer of another model?", tok.path().display());
     }
     let rules = TimestampRules::new(model, tok)?;
+    let heads = match opts.word_timestamps {
+        true => Some(alignment_heads(&model.config).context(
+            "word timestamps: this model's architecture has no known cross-attention alignment heads (only the \
+             tiny, base, small and medium Whisper checkpoints and models fine-tuned from them have)",
+        )?),
+        false => None,
+    };
     let language = match &opts.language {
         Some(code) => {
             tok.prompt(code, opts.task)?;
@@ -104,6 +118,7 @@ pub fn transcribe_timed(
                 all_tokens: initial.clone(),
                 prompt_reset_since: 0,
                 segments: Vec::new(),
+                last_speech: 0.0,
             }
         })
         .collect();
@@ -142,7 +157,13 @@ pub fn transcribe_timed(
             let results =
                 decode_with_fallback(model, tok, &rules, &encoder_states, &live, &prompts, &recs, &wanted, opts)?;
             for (&w, attempt) in live.iter().zip(results) {
-                advance(&mut recs[wanted[w]], tok, &rules, attempt, sizes[w], frames_per_second, opts)?;
+                let words = match &heads {
+                    Some(heads) => {
+                        Some(WordContext { model, heads, encoder_states: encoder_states.narrow(0, w as i64, 1) })
+                    }
+                    None => None,
+                };
+                advance(&mut recs[wanted[w]], tok, &rules, attempt, sizes[w], frames_per_second, opts, words)?;
             }
         }
     })?;
@@ -297,8 +318,17 @@ fn sample_seed(seed: u64, seek: i64, rank: usize) -> u64 {
         ^ (rank as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)
 }
 
-/// Takes a window's decode into its recording: skipped as silence, or cut into segments at its timestamps; the
-/// seek moves past what was transcribed.
+/// What a window's word alignment needs.
+struct WordContext<'a> {
+    model: &'a Whisper,
+    heads: &'a [(i64, i64)],
+    /// The window's encoder states, `[1, frames, d]`.
+    encoder_states: Tensor,
+}
+
+/// Takes a window's decode into its recording: skipped as silence, or cut into segments at its timestamps (with
+/// their words when `words` is given); the seek moves past what was transcribed.
+#[allow(clippy::too_many_arguments)]
 fn advance(
     rec: &mut Recording,
     tok: &WhisperTokenizer,
@@ -307,6 +337,7 @@ fn advance(
     size: i64,
     frames_per_second: f64,
     opts: &TranscribeOptions,
+    words: Option<WordContext>,
 ) -> Result<()> {
     let d = &attempt.decoded;
     if let Some(limit) = opts.no_speech_threshold {
@@ -317,12 +348,57 @@ fn advance(
         }
     }
     let window_start = rec.seek;
-    let (pieces, next_seek) = split_at_timestamps(&d.tokens, rules.timestamp_begin(), window_start, size);
+    let (pieces, mut next_seek) = split_at_timestamps(&d.tokens, rules.timestamp_begin(), window_start, size);
+    let mut spans: Vec<SegmentSpan> = pieces
+        .iter()
+        .map(|p| SegmentSpan {
+            start: p.start as f64 / frames_per_second,
+            end: p.end as f64 / frames_per_second,
+            text_tokens: p.tokens.iter().filter(|&&t| t < tok.eot()).count(),
+        })
+        .collect();
+    let mut piece_words: Vec<Option<Vec<Word>>> = vec![None; pieces.len()];
+    if let Some(ctx) = words {
+        let time_offset = window_start as f64 / frames_per_second;
+        let language = rec.language.as_deref().unwrap_or("en");
+        let text: Vec<i64> = pieces.iter().flat_map(|p| p.tokens.iter().copied().filter(|&t| t < tok.eot())).collect();
+        let mut timings = Vec::new();
+        if !text.is_empty() {
+            let alignment = find_alignment(
+                ctx.model,
+                ctx.heads,
+                &ctx.encoder_states,
+                &tok.sot_sequence(language, opts.task)?,
+                tok.no_timestamps(),
+                tok.eot(),
+                &text,
+                size,
+            )?;
+            timings = word_timings(tok, &text, &alignment, language)?;
+        }
+        let (median, max) = limit_sentence_edges(&mut timings);
+        merge_punctuations(&mut timings, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS);
+        let (assigned, _) = assign_words(&timings, &mut spans, time_offset, median, max, rec.last_speech);
+        // faster-whisper's `get_end`: the last word's end, else the last segment's.
+        let last_end = assigned.iter().rev().find_map(|w| w.last().map(|w| w.end)).or(spans.last().map(|s| s.end));
+        let n = d.tokens.len();
+        let is_ts = |t: i64| t >= rules.timestamp_begin();
+        let single_timestamp_ending = n >= 2 && !is_ts(d.tokens[n - 2]) && is_ts(d.tokens[n - 1]);
+        if let (false, Some(end)) = (single_timestamp_ending, last_end) {
+            if end > time_offset {
+                next_seek = (end * frames_per_second).round_ties_even() as i64;
+            }
+        }
+        if let Some(end) = last_end {
+            rec.last_speech = end;
+        }
+        piece_words = assigned.into_iter().map(Some).collect();
+    }
     // A window that ends where it began (a zero-length segment at 0) would be read again forever: move on.
     rec.seek = if next_seek > window_start { next_seek } else { window_start + size };
-    for piece in pieces {
+    for ((piece, span), words) in pieces.into_iter().zip(spans).zip(piece_words) {
         let text = tok.decode_text(&piece.tokens)?;
-        if piece.start == piece.end || text.trim().is_empty() {
+        if span.start == span.end || text.trim().is_empty() {
             continue;
         }
         rec.all_tokens.extend_from_slice(&piece.tokens);
@@ -330,14 +406,15 @@ fn advance(
             id: rec.segments.len(),
             seek: window_start as usize,
             // A division, not a product with 0.01, so that 332 frames is 3.32 and not 3.3200000000000003.
-            start: piece.start as f64 / frames_per_second,
-            end: piece.end as f64 / frames_per_second,
+            start: span.start,
+            end: span.end,
             text,
             tokens: piece.tokens,
             temperature: attempt.temperature,
             avg_logprob: d.avg_logprob,
             compression_ratio: attempt.compression_ratio,
             no_speech_prob: d.no_speech_prob,
+            words,
         });
     }
     if !opts.condition_on_previous_text || attempt.temperature > PROMPT_RESET_ON_TEMPERATURE {

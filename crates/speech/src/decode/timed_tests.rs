@@ -308,6 +308,7 @@ fn sample_transcription() -> Transcription {
         avg_logprob: -0.25,
         compression_ratio: 1.5,
         no_speech_prob: 0.01,
+        words: None,
     };
     Transcription {
         language: "en".into(),

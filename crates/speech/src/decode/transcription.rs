@@ -4,6 +4,7 @@
 use anyhow::{bail, Result};
 use serde::Serialize;
 
+use super::words::Word;
 use crate::tokenizer::Task;
 
 /// Options of [`super::transcribe_timed`], with openai-whisper's `transcribe()` defaults (greedy at temperature 0).
@@ -35,6 +36,10 @@ pub struct TranscribeOptions {
     /// Seed of the sampling at temperatures above 0; with a window's start and the temperature's rank it fixes
     /// the draws, so a recording gets the same result alone or in any batch.
     pub seed: u64,
+    /// Word timestamps and probabilities from the cross-attention alignment (openai-whisper's and faster-whisper's
+    /// `word_timestamps=True`): each segment gets its words, segment times follow the words, and a window that did
+    /// not end on a timestamp is followed from its last word's end, as there.
+    pub word_timestamps: bool,
 }
 
 impl Default for TranscribeOptions {
@@ -53,6 +58,7 @@ impl Default for TranscribeOptions {
             condition_on_previous_text: true,
             initial_prompt: None,
             seed: 0,
+            word_timestamps: false,
         }
     }
 }
@@ -119,6 +125,9 @@ pub struct Segment {
     pub compression_ratio: f64,
     /// Probability of `<|nospeech|>` after `<|startoftranscript|>` in the window.
     pub no_speech_prob: f64,
+    /// Its words, with word timestamps on (`None` otherwise, and then not serialised).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<Word>>,
 }
 
 /// A transcribed recording.

@@ -101,6 +101,20 @@ impl WhisperAttention {
         self.out_proj.forward_t(&self.merge(&y), train)
     }
 
+    /// Scaled query·key scores, before the softmax, of `heads` of this cross-attention: `[b, heads.len(), t,
+    /// frames]` for `x` `[b, t, d]` and keys `k` `[b, heads, frames, head_dim]` of as many audio items.
+    ///
+    /// Word timestamps need these weights, which scaled-dot-product attention never materialises; computing them
+    /// beside the normal attention (one more query projection, the chosen heads only) leaves decoding untouched.
+    /// A prefix-tuning slot's extra keys are not among the frames: only the audio is aligned.
+    pub(crate) fn cross_scores(&self, x: &Tensor, k: &Tensor, heads: &[i64]) -> Tensor {
+        let q = self.split(&self.q_proj.forward_t(x, false));
+        let idx = Tensor::from_slice(heads).to_device(q.device());
+        let q = q.index_select(1, &idx);
+        let k = k.index_select(1, &idx);
+        q.matmul(&k.transpose(-2, -1)) * (self.head_dim as f64).powf(-0.5)
+    }
+
     pub(crate) fn visit(&mut self, visitor: &mut dyn LayerVisitor) {
         visitor.linear(&mut self.q_proj);
         visitor.linear(&mut self.k_proj);

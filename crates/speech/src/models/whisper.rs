@@ -116,6 +116,18 @@ impl DecoderLayer {
         x + dropout(h, c.dropout, train)
     }
 
+    /// [`forward`](Self::forward) at inference that also returns the cross-attention scores of `heads` (see
+    /// [`WhisperAttention::cross_scores`]), when any.
+    fn forward_scores(&self, x: &Tensor, encoder_states: &Tensor, heads: &[i64]) -> (Tensor, Option<Tensor>) {
+        let h = self.self_attn.forward_self(&x.apply(&self.self_attn_layer_norm), true, false);
+        let x = x + h;
+        let (k, v) = self.encoder_attn.cross_kv(encoder_states, false);
+        let normed = x.apply(&self.encoder_attn_layer_norm);
+        let scores = (!heads.is_empty()).then(|| self.encoder_attn.cross_scores(&normed, &k, heads));
+        let x = &x + self.encoder_attn.forward_cross(&normed, &k, &v, false);
+        (&x + self.ffn.forward(&x.apply(&self.final_layer_norm), 0.0, false), scores)
+    }
+
     fn step(&self, x: &Tensor, encoder_states: &Tensor, cache: &mut super::cache::LayerCache) -> Tensor {
         let h = self.self_attn.forward_cached(&x.apply(&self.self_attn_layer_norm), &mut cache.self_kv);
         let x = x + h;
@@ -245,6 +257,44 @@ impl Whisper {
         let x = self.embed(tokens, 0, train);
         let x = self.decoder_layers.iter().fold(x, |x, l| l.forward(&x, encoder_states, &self.config, train));
         x.apply(&self.decoder_norm).linear(&self.embed_tokens, None::<Tensor>)
+    }
+
+    /// Teacher-forced decoder at inference that also returns the cross-attention scores (scaled query·key, before
+    /// the softmax) of the alignment heads `heads` (`(layer, head)` pairs, as openai-whisper's `alignment_heads`):
+    /// tokens `[b, t]`, encoder states `[b, frames, d]` → logits `[b, t, vocab]` and scores `[b, heads.len(), t,
+    /// frames]` in the order of `heads`. For word timestamps; decoding itself uses [`decoder_step`](Self::decoder_step).
+    pub fn decode_with_alignment_scores(
+        &self,
+        tokens: &Tensor,
+        encoder_states: &Tensor,
+        heads: &[(i64, i64)],
+    ) -> Result<(Tensor, Tensor)> {
+        let (layers, n_heads) = (self.decoder_layers.len() as i64, self.config.decoder_attention_heads);
+        if heads.is_empty() {
+            bail!("no alignment heads given");
+        }
+        if let Some(&(l, h)) = heads.iter().find(|&&(l, h)| l < 0 || l >= layers || h < 0 || h >= n_heads) {
+            bail!("alignment head ({l}, {h}) is outside the decoder's {layers} layers × {n_heads} heads");
+        }
+        let mut x = self.embed(tokens, 0, false);
+        // Per layer, the scores of its heads; then reordered as `heads` lists them.
+        let mut found: Vec<((i64, i64), Tensor)> = Vec::new();
+        for (i, layer) in self.decoder_layers.iter().enumerate() {
+            let mine: Vec<i64> = heads.iter().filter(|p| p.0 == i as i64).map(|p| p.1).collect();
+            let (next, scores) = layer.forward_scores(&x, encoder_states, &mine);
+            x = next;
+            if let Some(scores) = scores {
+                for (j, &h) in mine.iter().enumerate() {
+                    found.push(((i as i64, h), scores.select(1, j as i64)));
+                }
+            }
+        }
+        let ordered: Vec<Tensor> = heads
+            .iter()
+            .map(|p| found.iter().find(|(q, _)| q == p).map(|(_, t)| t.shallow_clone()).expect("every head was found"))
+            .collect();
+        let logits = x.apply(&self.decoder_norm).linear(&self.embed_tokens, None::<Tensor>);
+        Ok((logits, Tensor::stack(&ordered, 1)))
     }
 
     /// Incremental decoding: feeds `tokens` `[b·g, t]` after the positions already in `cache` and returns the
