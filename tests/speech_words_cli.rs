@@ -123,3 +123,30 @@ fn word_timestamps_match_faster_whisper_on_librivox() {
         assert!(*ms <= 0.1 && *me <= 0.1, "{name}: mean differences over 0.1 s: {line}");
     }
 }
+
+/// `suite explain speech`: words.json holds the transcription's words, alignment.png the first window's
+/// cross-attention (a row of pixels per token); SRT gets one cue per word; a file that is not audio is one error
+/// line naming it, exit code 2.
+#[test]
+fn explain_speech_writes_words_and_the_alignment_picture() {
+    let dir = tmp();
+    let wav = librivox("sense_and_sensibility_01_austen_64kb-0880");
+    let out = dir.path().join("x");
+    suite(dir.path(), &["explain", "speech", "--language", "en", "--out", s(&out), s(&wav)]).assert_ok();
+    let v = read_json(&out.join("words.json"));
+    let words = words_of(&v["words"]);
+    assert!(words.len() >= 3, "{v}");
+    let joined: String = words.iter().map(|w| w.0.as_str()).collect();
+    assert_eq!(joined.trim(), v["text"].as_str().unwrap().trim(), "the words make up the text");
+    let img = image::open(out.join("alignment.png")).unwrap();
+    assert!(img.width() > 100 && img.height() >= words.len() as u32, "{}x{}", img.width(), img.height());
+
+    let srt = suite(dir.path(), &["transcribe", "--word-timestamps", "--language", "en", "--format", "srt", s(&wav)]);
+    srt.assert_ok();
+    let cues = srt.stdout.matches(" --> ").count();
+    assert_eq!(cues, words.len(), "one cue per word:\n{}", srt.stdout);
+
+    let bad = dir.path().join("notes.wav");
+    std::fs::write(&bad, "not audio").unwrap();
+    suite(dir.path(), &["explain", "speech", s(&bad)]).assert_user_error(&["notes.wav"]);
+}

@@ -21,6 +21,10 @@ fn main() -> ExitCode {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("unknown failure");
+        // `suite … | head` closes stdout early: end quietly, as a tool killed by SIGPIPE does (128 + 13).
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
         // tch's panics carry libtorch's whole C++ backtrace, escaped: keep its first line.
         let first = msg.lines().next().unwrap_or(msg).split("\\n").next().unwrap_or(msg);
         eprintln!("error: internal failure: {first}");

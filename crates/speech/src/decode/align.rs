@@ -123,9 +123,7 @@ pub fn dtw(x: &[f64], rows: usize, cols: usize) -> (Vec<usize>, Vec<usize>) {
         }
     }
     // The backtrace: the first row only moves left, the first column only up.
-    for j in 0..w {
-        trace[j] = 2;
-    }
+    trace[..w].fill(2);
     for i in 0..=rows {
         trace[i * w] = 1;
     }

@@ -157,12 +157,11 @@ pub fn transcribe_timed(
             let results =
                 decode_with_fallback(model, tok, &rules, &encoder_states, &live, &prompts, &recs, &wanted, opts)?;
             for (&w, attempt) in live.iter().zip(results) {
-                let words = match &heads {
-                    Some(heads) => {
-                        Some(WordContext { model, heads, encoder_states: encoder_states.narrow(0, w as i64, 1) })
-                    }
-                    None => None,
-                };
+                let words = heads.as_ref().map(|heads| WordContext {
+                    model,
+                    heads,
+                    encoder_states: encoder_states.narrow(0, w as i64, 1),
+                });
                 advance(&mut recs[wanted[w]], tok, &rules, attempt, sizes[w], frames_per_second, opts, words)?;
             }
         }
