@@ -265,3 +265,50 @@ fn bad_space_files_are_refused_naming_file_and_key() {
         suite(cwd, &refs).assert_user_error(&[&format!("bad{i}.toml"), key, why]);
     }
 }
+
+/// `--parallel 2` runs two trials side by side (the second starts before the first ends), splits `--threads` between
+/// them, and every trial ends; a study whose `--budget` is spent starts nothing new when rerun, because the budget
+/// counts every session of the study.
+#[test]
+fn parallel_trials_overlap_and_a_spent_budget_carries_over_to_a_rerun() {
+    let st = setup();
+    let cwd = st.dir.path();
+    let p = cwd.join("study-parallel");
+    let mut args = tune_args(&st, &p);
+    let at = args.iter().position(|a| a == "--trials").unwrap();
+    args[at + 1] = "4".into();
+    let at = args.iter().position(|a| a == "--sampler").unwrap();
+    args[at + 1] = "random".into();
+    args.extend(["--parallel", "2", "--threads", "2"].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let t0 = Instant::now();
+    suite(cwd, &refs).assert_ok();
+    eprintln!("parallel study of 4 trials: {:.1}s", t0.elapsed().as_secs_f64());
+    let trials = trial_summary(&p);
+    assert_eq!(trials.len(), 4);
+    assert!(trials.iter().all(|t| t.2 != "failed"), "{trials:?}");
+    // Journal order: trial 1 was proposed before trial 0 ended.
+    let recs = journal(&p);
+    let pos = |kind: &str, t: u64| recs.iter().position(|r| r["kind"] == kind && r["trial"] == t).unwrap();
+    assert!(pos("propose", 1) < pos("end", 0), "the trials ran one after the other: {recs:?}");
+    for t in 0..4 {
+        let recipe = std::fs::read_to_string(p.join("trials").join(format!("{t:04}.toml"))).unwrap();
+        assert!(recipe.contains("threads = 1"), "trial {t} did not get half of --threads 2:\n{recipe}");
+    }
+
+    // A budget of 1 s is spent by the first trial; the study then stops proposing.
+    let b = cwd.join("study-budget");
+    let mut args = tune_args(&st, &b);
+    let at = args.iter().position(|a| a == "--trials").unwrap();
+    args[at] = "--budget".into();
+    args[at + 1] = "1s".into();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    suite(cwd, &refs).assert_ok();
+    let first = trial_summary(&b);
+    assert!(!first.is_empty() && first.len() < 5, "a 1 s budget ran {} trials", first.len());
+    let spent = journal(&b).iter().filter_map(|r| r["spent"].as_f64()).fold(0.0, f64::max);
+    assert!(spent >= 1.0, "the journal records {spent} s spent");
+    // Rerun: the budget is already spent, so nothing new starts.
+    suite(cwd, &refs).assert_ok();
+    assert_eq!(trial_summary(&b).len(), first.len(), "a rerun of a spent study started new trials");
+}

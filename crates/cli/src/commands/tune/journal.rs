@@ -53,12 +53,40 @@ impl Status {
 pub enum Record {
     /// The study's settings (first line).
     Study(Settings),
-    /// A trial proposed: its number, the seed its proposal drew from, its parameters.
-    Propose { trial: u64, seed: u64, params: BTreeMap<String, toml::Value> },
+    /// A trial proposed: its number, the seed its proposal drew from, its parameters, and the seconds of the
+    /// study's `--budget` spent when it started, over every session of the study (absent in journals written
+    /// before the budget was carried over).
+    Propose {
+        trial: u64,
+        seed: u64,
+        params: BTreeMap<String, toml::Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        spent: Option<f64>,
+    },
     /// A trial's value at a rung and ASHA's decision.
     Rung { trial: u64, rung: usize, evals: usize, step: usize, value: Option<f64>, promoted: bool },
-    /// A trial's end.
-    End { trial: u64, status: Status, objective: Option<f64>, evals: usize, seconds: f64 },
+    /// A trial's end, with the study's budget seconds spent at that moment (as in `Propose`).
+    End {
+        trial: u64,
+        status: Status,
+        objective: Option<f64>,
+        evals: usize,
+        seconds: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        spent: Option<f64>,
+    },
+}
+
+/// The seconds of the study's budget its earlier sessions spent: the latest `spent` of any record. A session killed
+/// mid-trial loses the time since its last proposal or end, which the resumed trial spends again.
+pub fn budget_spent(records: &[Record]) -> f64 {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Propose { spent, .. } | Record::End { spent, .. } => *spent,
+            _ => None,
+        })
+        .fold(0.0, f64::max)
 }
 
 /// The journal file.
@@ -165,9 +193,9 @@ mod tests {
         params.insert("train.epochs".to_string(), toml::Value::Integer(3));
         params.insert("vision.tune".to_string(), toml::Value::from("full"));
         let recs = vec![
-            Record::Propose { trial: 0, seed: 1, params },
+            Record::Propose { trial: 0, seed: 1, params, spent: Some(0.25) },
             Record::Rung { trial: 0, rung: 0, evals: 1, step: 4, value: Some(0.5), promoted: true },
-            Record::End { trial: 0, status: Status::Pruned, objective: None, evals: 1, seconds: 1.5 },
+            Record::End { trial: 0, status: Status::Pruned, objective: None, evals: 1, seconds: 1.5, spent: None },
         ];
         j.append(recs[..2].to_vec()).unwrap();
         // A writer killed mid-line.

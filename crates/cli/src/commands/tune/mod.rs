@@ -16,7 +16,7 @@ use suite_core::runs::{read_metrics, MetricRecord, RunDir};
 use suite_core::train::{FitObserver, MetricMode, TrainConfig, Verdict};
 use suite_tune::{Asha, Observation, Params, RungDecision, Sampler, SamplerKind, Space};
 
-use self::journal::{Journal, Record, Settings, Status};
+use self::journal::{budget_spent, Journal, Record, Settings, Status};
 use crate::args::{Domain, FinetuneArgs, TuneArgs};
 use crate::job::{load_recipe, JobFile};
 
@@ -58,7 +58,7 @@ pub(crate) fn trials(records: &[Record]) -> BTreeMap<u64, Trial> {
                     }
                 }
             }
-            Record::End { trial, status, objective, evals, seconds } => {
+            Record::End { trial, status, objective, evals, seconds, .. } => {
                 if let Some(t) = out.get_mut(trial) {
                     t.end = Some(End { status: *status, objective: *objective, evals: *evals, seconds: *seconds });
                 }
@@ -77,33 +77,19 @@ fn direction(s: &Settings) -> MetricMode {
     }
 }
 
-/// Parses `90s`, `30m`, `2h`, `1h30m` or a number of seconds.
+/// Parses a duration as humantime writes it (`90s`, `30m`, `2h`, `1h30m`, `1h 30min`) or a bare number of seconds.
 fn parse_budget(s: &str) -> Result<Duration> {
-    let err = || anyhow::anyhow!("--budget {s:?}: expected a duration such as 90s, 30m, 2h or 1h30m");
-    let mut total = 0f64;
-    let mut num = String::new();
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-        } else {
-            let n: f64 = num.parse().map_err(|_| err())?;
-            num.clear();
-            total += n * match c {
-                's' => 1.0,
-                'm' => 60.0,
-                'h' => 3600.0,
-                'd' => 86400.0,
-                _ => return Err(err()),
-            };
-        }
+    let t = s.trim();
+    let d = match t.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(Duration::from_secs_f64(secs)),
+        Ok(_) => Err("a positive duration".to_string()),
+        Err(_) => humantime::parse_duration(t).map_err(|e| e.to_string()),
+    };
+    match d {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => bail!("--budget {s:?}: expected a positive duration such as 90s, 30m, 2h or 1h30m"),
+        Err(e) => bail!("--budget {s:?}: {e}; expected a duration such as 90s, 30m, 2h or 1h30m"),
     }
-    if !num.is_empty() {
-        total += num.parse::<f64>().map_err(|_| err())?;
-    }
-    if !(total > 0.0 && total.is_finite()) {
-        return Err(err());
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 /// The default objective of a job: its selection metric, or for `auto` the task's usual one.
@@ -320,7 +306,11 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let exe = std::env::current_exe().context("locating the suite executable")?;
     let devices = cuda_devices(args.device.as_deref());
 
+    // The budget counts every session of the study: a resumed study goes on from the time its journal says was
+    // spent, instead of granting itself a fresh budget.
+    let spent_before = Duration::from_secs_f64(budget_spent(&records));
     let started = Instant::now();
+    let spent = || (spent_before + started.elapsed()).as_secs_f64();
     let done_before = known.values().filter(|t| t.end.is_some()).count() as u64;
     let bar = indicatif::ProgressBar::new(if limit == u64::MAX as usize as u64 { 0 } else { limit });
     bar.set_style(
@@ -337,7 +327,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let mut running: Vec<Running> = Vec::new();
     loop {
         while running.len() < args.parallel {
-            let over = budget.is_some_and(|b| started.elapsed() >= b);
+            let over = budget.is_some_and(|b| spent_before + started.elapsed() >= b);
             let (trial, resume) = if let Some(t) = pending.pop_front() {
                 (t, true)
             } else if next < limit && !over {
@@ -354,7 +344,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
                     let history = observations(&trials(records), &settings.objective, direction(&settings));
                     let params = sampler.propose(&space, trial, &history);
                     let seed = sampler.trial_seed(trial);
-                    Ok((params.clone(), vec![Record::Propose { trial, seed, params }]))
+                    Ok((params.clone(), vec![Record::Propose { trial, seed, params, spent: Some(spent()) }]))
                 })?
             };
             let slot = (0..args.parallel).find(|s| running.iter().all(|r| r.slot != *s)).unwrap_or(0);
@@ -375,7 +365,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
             if let Some(status) = running[i].child.try_wait()? {
                 let r = running.swap_remove(i);
                 let seconds = r.start.elapsed().as_secs_f64();
-                let end = finish(&out, &journal, &settings, r.trial, status.success(), seconds)?;
+                let end = finish(&out, &journal, &settings, r.trial, status.success(), seconds, spent())?;
                 bar.inc(1);
                 bar.println(format!(
                     "trial {:04} {} {} = {}",
@@ -505,7 +495,7 @@ fn evals(run: &Path) -> Vec<(u64, Metrics)> {
 }
 
 /// Records a finished trial's end: its best objective value, whether ASHA stopped it.
-fn finish(out: &Path, journal: &Journal, s: &Settings, trial: u64, ok: bool, seconds: f64) -> Result<End> {
+fn finish(out: &Path, journal: &Journal, s: &Settings, trial: u64, ok: bool, seconds: f64, spent: f64) -> Result<End> {
     let run = out.join("trials").join(format!("{trial:04}"));
     let ev = evals(&run);
     let mode = direction(s);
@@ -523,7 +513,7 @@ fn finish(out: &Path, journal: &Journal, s: &Settings, trial: u64, ok: bool, sec
             (true, false) => Status::Complete,
         };
         let end = End { status, objective, evals: ev.len(), seconds };
-        let rec = Record::End { trial, status, objective, evals: ev.len(), seconds };
+        let rec = Record::End { trial, status, objective, evals: ev.len(), seconds, spent: Some(spent) };
         Ok((end, vec![rec]))
     })
 }
@@ -630,7 +620,8 @@ mod tests {
         assert_eq!(parse_budget("30m").unwrap(), Duration::from_secs(1800));
         assert_eq!(parse_budget("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_budget("45").unwrap(), Duration::from_secs(45));
-        assert!(parse_budget("soon").is_err() && parse_budget("0m").is_err());
+        assert_eq!(parse_budget("1h 30min").unwrap(), Duration::from_secs(5400));
+        assert!(parse_budget("soon").is_err() && parse_budget("0m").is_err() && parse_budget("-5").is_err());
     }
 
     #[test]
