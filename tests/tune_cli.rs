@@ -267,8 +267,8 @@ fn bad_space_files_are_refused_naming_file_and_key() {
 }
 
 /// `--parallel 2` runs two trials side by side (the second starts before the first ends), splits `--threads` between
-/// them, and every trial ends; a study whose `--budget` is spent starts nothing new when rerun, because the budget
-/// counts every session of the study.
+/// them, and every trial ends; when a study's `--budget` runs out, the running trial stops at its next evaluation
+/// (status `stopped`), and a rerun starts nothing new, because the budget counts every session of the study.
 #[test]
 fn parallel_trials_overlap_and_a_spent_budget_carries_over_to_a_rerun() {
     let st = setup();
@@ -306,8 +306,16 @@ fn parallel_trials_overlap_and_a_spent_budget_carries_over_to_a_rerun() {
     suite(cwd, &refs).assert_ok();
     let first = trial_summary(&b);
     assert!(!first.is_empty() && first.len() < 5, "a 1 s budget ran {} trials", first.len());
-    let spent = journal(&b).iter().filter_map(|r| r["spent"].as_f64()).fold(0.0, f64::max);
+    let recs = journal(&b);
+    let spent = recs.iter().filter_map(|r| r["spent"].as_f64()).fold(0.0, f64::max);
     assert!(spent >= 1.0, "the journal records {spent} s spent");
+    // The trial running when the budget ran out stopped at its next evaluation instead of training on.
+    assert!(recs.iter().any(|r| r["kind"] == "budget_spent"), "{recs:?}");
+    let last = recs.iter().rev().find(|r| r["kind"] == "end").unwrap();
+    assert_eq!(last["status"], "stopped", "{last}");
+    assert!(last["evals"].as_u64().unwrap() < 4, "{last}");
+    let csv = std::fs::read_to_string(b.join("leaderboard.csv")).unwrap();
+    assert!(csv.contains(",stopped,"), "{csv}");
     // Rerun: the budget is already spent, so nothing new starts.
     suite(cwd, &refs).assert_ok();
     assert_eq!(trial_summary(&b).len(), first.len(), "a rerun of a spent study started new trials");

@@ -34,6 +34,8 @@ pub struct Settings {
 pub enum Status {
     Complete,
     Pruned,
+    /// Stopped at an evaluation because the study's `--budget` ran out while it trained.
+    Stopped,
     Failed,
 }
 
@@ -42,6 +44,7 @@ impl Status {
         match self {
             Status::Complete => "complete",
             Status::Pruned => "pruned",
+            Status::Stopped => "stopped",
             Status::Failed => "failed",
         }
     }
@@ -65,6 +68,12 @@ pub enum Record {
     },
     /// A trial's value at a rung and ASHA's decision.
     Rung { trial: u64, rung: usize, evals: usize, step: usize, value: Option<f64>, promoted: bool },
+    /// The study's `--budget` ran out while trials trained: each stops at its next evaluation.
+    #[serde(rename = "budget_spent")]
+    BudgetSpent { spent: f64 },
+    /// A trial stopped at an evaluation because of `BudgetSpent`.
+    #[serde(rename = "budget_stop")]
+    BudgetStop { trial: u64, step: usize },
     /// A trial's end, with the study's budget seconds spent at that moment (as in `Propose`).
     End {
         trial: u64,
@@ -143,7 +152,6 @@ impl Journal {
     }
 
     /// Appends records.
-    #[cfg(test)]
     pub fn append(&self, records: Vec<Record>) -> Result<()> {
         self.transact(|_| Ok(((), records)))
     }

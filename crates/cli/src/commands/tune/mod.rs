@@ -63,7 +63,7 @@ pub(crate) fn trials(records: &[Record]) -> BTreeMap<u64, Trial> {
                     t.end = Some(End { status: *status, objective: *objective, evals: *evals, seconds: *seconds });
                 }
             }
-            Record::Study(_) => {}
+            Record::Study(_) | Record::BudgetSpent { .. } | Record::BudgetStop { .. } => {}
         }
     }
     out
@@ -325,6 +325,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
         start: Instant,
     }
     let mut running: Vec<Running> = Vec::new();
+    let mut budget_told = records.iter().any(|r| matches!(r, Record::BudgetSpent { .. }));
     loop {
         while running.len() < args.parallel {
             let over = budget.is_some_and(|b| spent_before + started.elapsed() >= b);
@@ -357,6 +358,16 @@ pub fn run(args: TuneArgs) -> Result<()> {
         }
         if running.is_empty() {
             break;
+        }
+        if !budget_told && budget.is_some_and(|b| spent_before + started.elapsed() >= b) {
+            // The running trials stop at their next evaluation (their observers read this), so the study ends
+            // within one evaluation interval of its budget instead of a whole trial after it.
+            journal.append(vec![Record::BudgetSpent { spent: spent() }])?;
+            budget_told = true;
+            bar.println(format!(
+                "the budget is spent: {} stop at their next evaluation",
+                running.iter().map(|r| format!("#{}", r.trial)).collect::<Vec<_>>().join(" ")
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
         bar.tick();
@@ -394,7 +405,7 @@ fn observations(trials: &BTreeMap<u64, Trial>, _objective: &str, mode: MetricMod
             let v = e.objective.map(|v| sign * v).filter(|v| v.is_finite());
             let loss = match (e.status, v) {
                 (Status::Complete, Some(v)) => v,
-                (Status::Pruned, Some(v)) => {
+                (Status::Pruned | Status::Stopped, Some(v)) => {
                     let reached = t.rungs.iter().map(|r| r.0).max().unwrap_or(0) as f64;
                     // Above any complete trial's loss: large offset, fewer rungs worse.
                     1e12 - reached * 1e9 + v
@@ -507,10 +518,12 @@ fn finish(out: &Path, journal: &Journal, s: &Settings, trial: u64, ok: bool, sec
     journal.transact(|records| {
         let t = trials(records);
         let pruned = t.get(&trial).is_some_and(|t| t.rungs.iter().any(|r| !r.3));
-        let status = match (ok, pruned) {
-            (false, _) => Status::Failed,
-            (true, true) => Status::Pruned,
-            (true, false) => Status::Complete,
+        let stopped = records.iter().any(|r| matches!(r, Record::BudgetStop { trial: x, .. } if *x == trial));
+        let status = match (ok, pruned, stopped) {
+            (false, _, _) => Status::Failed,
+            (true, true, _) => Status::Pruned,
+            (true, false, true) => Status::Stopped,
+            (true, false, false) => Status::Complete,
         };
         let end = End { status, objective, evals: ev.len(), seconds };
         let rec = Record::End { trial, status, objective, evals: ev.len(), seconds, spent: Some(spent) };
@@ -557,6 +570,18 @@ impl FitObserver for AshaObserver {
     }
 
     fn on_eval(&mut self, step: usize, metrics: &Metrics) -> Result<Verdict> {
+        let trial = self.trial;
+        let budget_stop = self.journal.transact(|records| {
+            if !records.iter().any(|r| matches!(r, Record::BudgetSpent { .. })) {
+                return Ok((false, Vec::new()));
+            }
+            let told = records.iter().any(|r| matches!(r, Record::BudgetStop { trial: t, .. } if *t == trial));
+            Ok((true, if told { Vec::new() } else { vec![Record::BudgetStop { trial, step }] }))
+        })?;
+        if budget_stop {
+            eprintln!("tune: trial {trial} stopped at step {step}: the study's budget is spent");
+            return Ok(Verdict::Stop);
+        }
         let s = &self.settings;
         if s.min_resource == 0 {
             return Ok(Verdict::Continue);
@@ -577,7 +602,6 @@ impl FitObserver for AshaObserver {
         let Some(rung) = asha.rung_at(n) else {
             return Ok(Verdict::Continue);
         };
-        let trial = self.trial;
         let mode = direction(s);
         let promoted = self.journal.transact(|records| {
             // A resumed trial meets its rungs again: the recorded decision stands.

@@ -224,6 +224,7 @@ fn color(t: &Trial) -> &'static str {
     match t.end.as_ref().map(|e| e.status) {
         Some(Status::Complete) => "#1f77b4",
         Some(Status::Pruned) => "#ff7f0e",
+        Some(Status::Stopped) => "#7f7f7f",
         _ => "#d62728",
     }
 }
