@@ -15,13 +15,15 @@ import argparse
 import csv
 import json
 import math
+import os
 import random
 import time
 
 import numpy as np
 import optuna
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                          TrainingArguments)
 
 
 def read_csv(path):
@@ -103,26 +105,32 @@ def main():
             lr_scheduler_type="linear", seed=a.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
         )
 
+    pad = DataCollatorWithPadding(tok)
     trainer = Trainer(model_init=model_init, args=args_for(a.out), train_dataset=train_ds, eval_dataset=val_ds,
-                      compute_metrics=accuracy)
+                      data_collator=pad, compute_metrics=accuracy)
+    os.makedirs(a.out, exist_ok=True)
+    storage = f"sqlite:///{os.path.abspath(a.out)}/optuna.db"
     t0 = time.time()
     best = trainer.hyperparameter_search(
         hp_space=hp_space, backend="optuna", direction="maximize", n_trials=1000, timeout=a.budget_s,
         compute_objective=lambda m: m["eval_accuracy"],
         sampler=optuna.samplers.TPESampler(seed=a.seed),
         pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+        storage=storage, study_name="peer", load_if_exists=False,
     )
     search_s = time.time() - t0
+    states = [t.state.name.lower() for t in optuna.load_study(study_name="peer", storage=storage).trials]
     # Retrain the best configuration and score it on the held-out test set.
     final_args = args_for(a.out + "/best")
     for k, v in best.hyperparameters.items():
         setattr(final_args, k, v)
     final = Trainer(model_init=model_init, args=final_args, train_dataset=train_ds, eval_dataset=val_ds,
-                    compute_metrics=accuracy)
+                    data_collator=pad, compute_metrics=accuracy)
     final.train()
     test = final.evaluate(test_ds)
     print(json.dumps({
-        "search_seconds": round(search_s, 1), "best_trial": best.run_id, "best_val_accuracy": best.objective,
+        "search_seconds": round(search_s, 1), "trials": len(states), "pruned": states.count("pruned"),
+        "best_trial": best.run_id, "best_val_accuracy": best.objective,
         "best_params": best.hyperparameters, "test_accuracy": test["eval_accuracy"],
     }))
 
