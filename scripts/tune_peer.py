@@ -95,7 +95,8 @@ def main():
             "weight_decay": trial.suggest_float("weight_decay", 0.0, 0.1),
             "per_device_train_batch_size": trial.suggest_categorical("per_device_train_batch_size", [8, 16, 32]),
             "num_train_epochs": trial.suggest_int("num_train_epochs", math.ceil(a.epochs / 2), a.epochs),
-            "warmup_ratio": trial.suggest_float("warmup_ratio", 0.0, 0.2),
+            # transformers 5 reads a warm-up ratio from a float warmup_steps in [0, 1) (warmup_ratio is gone).
+            "warmup_steps": trial.suggest_float("warmup_ratio", 0.0, 0.2),
             "label_smoothing_factor": trial.suggest_float("label_smoothing_factor", 0.0, 0.2),
         }
 

@@ -37,8 +37,10 @@ pub trait FitObserver: Send {
         Ok(())
     }
 
-    /// After each evaluation (already passed to [`FitObserver::on_record`]): whether to go on.
-    fn on_eval(&mut self, _step: usize, _metrics: &Metrics) -> Result<Verdict> {
+    /// After each evaluation (already passed to [`FitObserver::on_record`]): whether to go on. `last` is true at
+    /// the evaluation of the run's final step, where the run ends whatever the answer (and a `Stop` is not counted
+    /// as stopping it early).
+    fn on_eval(&mut self, _step: usize, _metrics: &Metrics, _last: bool) -> Result<Verdict> {
         Ok(Verdict::Continue)
     }
 

@@ -271,9 +271,10 @@ impl FitObserver for Watcher {
         self.seen.lock().unwrap().push(format!("{kind} {}", record.step()));
         Ok(())
     }
-    fn on_eval(&mut self, _step: usize, metrics: &Metrics) -> Result<Verdict> {
+    fn on_eval(&mut self, step: usize, metrics: &Metrics, last: bool) -> Result<Verdict> {
         assert!(metrics.contains_key("accuracy"));
         self.evals += 1;
+        self.seen.lock().unwrap().push(format!("verdict {step}{}", if last { " last" } else { "" }));
         Ok(if self.evals == 2 { Verdict::Stop } else { Verdict::Continue })
     }
     fn on_end(&mut self, _run: &RunDir, summary: &FitSummary) -> Result<()> {
@@ -311,8 +312,34 @@ fn an_observer_sees_every_record_and_can_stop_the_run() {
             format!("{kind} {}", r.step())
         })
         .collect();
-    assert_eq!(&seen[1..seen.len() - 1], &logged[..]);
+    let records: Vec<String> = seen[1..seen.len() - 1].iter().filter(|x| !x.starts_with("verdict")).cloned().collect();
+    assert_eq!(records, logged);
+    let verdicts: Vec<&String> = seen.iter().filter(|x| x.starts_with("verdict")).collect();
+    assert_eq!(verdicts, ["verdict 3", "verdict 6"], "asked after each evaluation, neither the run's last");
     assert!(tmp.path().join("final").exists(), "a stopped run still writes its final model");
+}
+
+/// A stop asked at the evaluation of the final step is not an early stop: the run ends as it would have.
+#[test]
+fn a_stop_at_the_final_evaluation_is_not_an_early_stop() {
+    let _rng = crate::device::torch_rng_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, eval) = loaders(8, 2);
+    let mut model = Mlp::new(0);
+    let cfg = TrainConfig { epochs: 10, max_steps: Some(6), eval_steps: Some(3), log_steps: 3, ..config() };
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = Trainer::new(cfg, run_dir(tmp.path()))
+        .unwrap()
+        .quiet(true)
+        .with_observer(Box::new(Watcher { seen: seen.clone(), evals: 0 }))
+        .fit(&mut model, &train, Some(&eval), false)
+        .unwrap();
+    assert_eq!(s.steps, 6);
+    assert!(!s.stopped_early);
+    assert_eq!(s.stopped_by, None);
+    let seen = seen.lock().unwrap().clone();
+    let verdicts: Vec<&String> = seen.iter().filter(|x| x.starts_with("verdict")).collect();
+    assert_eq!(verdicts, ["verdict 3", "verdict 6 last"]);
 }
 
 #[test]

@@ -455,7 +455,9 @@ impl Trainer {
                         let metrics = self.evaluate(model, eval, plan.autocast)?;
                         stop = self.after_eval(model, state, &metrics, log, view.as_ref(), epoch)?;
                         if !stop {
-                            summary.stopped_by = self.observer_verdict(state.step, &metrics)?;
+                            let verdict = self.observer_verdict(state.step, &metrics, last)?;
+                            // At the final step the run ends anyway: that is not an early stop.
+                            summary.stopped_by = verdict.filter(|_| !last);
                             stop = summary.stopped_by.is_some();
                         }
                         summary.last_eval = Some(metrics);
@@ -673,11 +675,11 @@ impl Trainer {
     }
 
     /// Asks every observer whether to go on after an evaluation; the first that says stop is named.
-    fn observer_verdict(&self, step: usize, metrics: &crate::metrics::Metrics) -> Result<Option<String>> {
+    fn observer_verdict(&self, step: usize, metrics: &crate::metrics::Metrics, last: bool) -> Result<Option<String>> {
         let mut observers = self.observers.lock().unwrap_or_else(|e| e.into_inner());
         for o in observers.iter_mut() {
-            let verdict = o.on_eval(step, metrics).with_context(|| format!("observer {}", o.name()))?;
-            if verdict == Verdict::Stop {
+            let verdict = o.on_eval(step, metrics, last).with_context(|| format!("observer {}", o.name()))?;
+            if verdict == Verdict::Stop && !last {
                 self.say(format!("{} ended the run after the evaluation at step {step}", o.name()));
                 return Ok(Some(o.name().to_string()));
             }
