@@ -34,7 +34,7 @@ pub struct Settings {
 pub enum Status {
     Complete,
     Pruned,
-    /// Stopped at an evaluation because the study's `--budget` ran out while it trained.
+    /// Stopped because the study's `--budget` ran out while it trained (ranked by its evaluations so far).
     Stopped,
     Failed,
 }
@@ -66,14 +66,24 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         spent: Option<f64>,
     },
-    /// A trial's value at a rung and ASHA's decision.
-    Rung { trial: u64, rung: usize, evals: usize, step: usize, value: Option<f64>, promoted: bool },
-    /// The study's `--budget` ran out while trials trained: each stops at its next evaluation.
+    /// A trial's value at a rung and ASHA's decision, with the seconds since the trial (or its resumption)
+    /// started.
+    Rung {
+        trial: u64,
+        rung: usize,
+        evals: usize,
+        step: usize,
+        value: Option<f64>,
+        promoted: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<f64>,
+    },
+    /// The study's `--budget` ran out while trials trained.
     #[serde(rename = "budget_spent")]
     BudgetSpent { spent: f64 },
-    /// A trial stopped at an evaluation because of `BudgetSpent`.
+    /// A trial stopped (killed) because the budget ran out; its evaluations so far count.
     #[serde(rename = "budget_stop")]
-    BudgetStop { trial: u64, step: usize },
+    BudgetStop { trial: u64 },
     /// A trial's end, with the study's budget seconds spent at that moment (as in `Propose`).
     End {
         trial: u64,
@@ -96,6 +106,20 @@ pub fn budget_spent(records: &[Record]) -> f64 {
             _ => None,
         })
         .fold(0.0, f64::max)
+}
+
+/// The median seconds the trials took to their first rung (their first evaluation at the default
+/// `--min-resource 1`): what a new trial needs before it can report anything.
+pub fn seconds_to_first_rung(records: &[Record]) -> Option<f64> {
+    let mut v: Vec<f64> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Rung { rung: 0, seconds, .. } => *seconds,
+            _ => None,
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then(|| v[v.len() / 2])
 }
 
 /// The journal file.
@@ -202,7 +226,7 @@ mod tests {
         params.insert("vision.tune".to_string(), toml::Value::from("full"));
         let recs = vec![
             Record::Propose { trial: 0, seed: 1, params, spent: Some(0.25) },
-            Record::Rung { trial: 0, rung: 0, evals: 1, step: 4, value: Some(0.5), promoted: true },
+            Record::Rung { trial: 0, rung: 0, evals: 1, step: 4, value: Some(0.5), promoted: true, seconds: Some(2.0) },
             Record::End { trial: 0, status: Status::Pruned, objective: None, evals: 1, seconds: 1.5, spent: None },
         ];
         j.append(recs[..2].to_vec()).unwrap();

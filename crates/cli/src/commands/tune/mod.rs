@@ -16,7 +16,7 @@ use suite_core::runs::{read_metrics, MetricRecord, RunDir};
 use suite_core::train::{FitObserver, MetricMode, TrainConfig, Verdict};
 use suite_tune::{Asha, Observation, Params, RungDecision, Sampler, SamplerKind, Space};
 
-use self::journal::{budget_spent, Journal, Record, Settings, Status};
+use self::journal::{budget_spent, seconds_to_first_rung, Journal, Record, Settings, Status};
 use crate::args::{Domain, FinetuneArgs, TuneArgs};
 use crate::job::{load_recipe, JobFile};
 
@@ -323,13 +323,27 @@ pub fn run(args: TuneArgs) -> Result<()> {
         child: Child,
         slot: usize,
         start: Instant,
+        /// Killed because the budget ran out.
+        stopped: bool,
     }
     let mut running: Vec<Running> = Vec::new();
     let mut budget_told = records.iter().any(|r| matches!(r, Record::BudgetSpent { .. }));
     loop {
         while running.len() < args.parallel {
-            let over = budget.is_some_and(|b| spent_before + started.elapsed() >= b);
+            // A new trial starts only if the budget left covers the time trials so far took to their first
+            // rung: one that could not report a value before the budget ends would only make the study late.
+            let over = budget.is_some_and(|b| {
+                let need = seconds_to_first_rung(&journal.read().unwrap_or_default()).unwrap_or(0.0);
+                (spent_before + started.elapsed()).as_secs_f64() + need >= b.as_secs_f64()
+            });
+            let spent_all = budget.is_some_and(|b| spent_before + started.elapsed() >= b);
             let (trial, resume) = if let Some(t) = pending.pop_front() {
+                if spent_all {
+                    // A trial a killed study left mid-way, and no budget left to finish it: it ends as stopped.
+                    journal.append(vec![Record::BudgetStop { trial: t }])?;
+                    finish(&out, &journal, &settings, t, false, 0.0, spent())?;
+                    continue;
+                }
                 (t, true)
             } else if next < limit && !over {
                 let t = next;
@@ -350,7 +364,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
             };
             let slot = (0..args.parallel).find(|s| running.iter().all(|r| r.slot != *s)).unwrap_or(0);
             let child = launch(&exe, &out, &base, args.domain, trial, &params, resume, slot, &devices, &args)?;
-            running.push(Running { trial, child, slot, start: Instant::now() });
+            running.push(Running { trial, child, slot, start: Instant::now(), stopped: false });
             bar.set_message(format!(
                 "running {}",
                 running.iter().map(|r| format!("#{}", r.trial)).collect::<Vec<_>>().join(" ")
@@ -359,13 +373,22 @@ pub fn run(args: TuneArgs) -> Result<()> {
         if running.is_empty() {
             break;
         }
-        if !budget_told && budget.is_some_and(|b| spent_before + started.elapsed() >= b) {
-            // The running trials stop at their next evaluation (their observers read this), so the study ends
-            // within one evaluation interval of its budget instead of a whole trial after it.
-            journal.append(vec![Record::BudgetSpent { spent: spent() }])?;
-            budget_told = true;
+        if budget.is_some_and(|b| spent_before + started.elapsed() >= b) && running.iter().any(|r| !r.stopped) {
+            // The budget is a wall-clock limit: trials still training are stopped now. What they evaluated so far
+            // (metrics.jsonl, the best checkpoint) stays, and the leaderboard ranks them as `stopped`.
+            let mut recs = Vec::new();
+            if !budget_told {
+                recs.push(Record::BudgetSpent { spent: spent() });
+                budget_told = true;
+            }
+            recs.extend(running.iter().filter(|r| !r.stopped).map(|r| Record::BudgetStop { trial: r.trial }));
+            journal.append(recs)?;
+            for r in running.iter_mut().filter(|r| !r.stopped) {
+                r.stopped = true;
+                let _ = r.child.kill();
+            }
             bar.println(format!(
-                "the budget is spent: {} stop at their next evaluation",
+                "the budget is spent: stopped {} (their evaluations so far are kept)",
                 running.iter().map(|r| format!("#{}", r.trial)).collect::<Vec<_>>().join(" ")
             ));
         }
@@ -519,10 +542,11 @@ fn finish(out: &Path, journal: &Journal, s: &Settings, trial: u64, ok: bool, sec
         let t = trials(records);
         let pruned = t.get(&trial).is_some_and(|t| t.rungs.iter().any(|r| !r.3));
         let stopped = records.iter().any(|r| matches!(r, Record::BudgetStop { trial: x, .. } if *x == trial));
+        // A trial the budget stopped was killed: its exit status says nothing.
         let status = match (ok, pruned, stopped) {
-            (false, _, _) => Status::Failed,
-            (true, true, _) => Status::Pruned,
-            (true, false, true) => Status::Stopped,
+            (_, _, true) => Status::Stopped,
+            (false, _, false) => Status::Failed,
+            (true, true, false) => Status::Pruned,
             (true, false, false) => Status::Complete,
         };
         let end = End { status, objective, evals: ev.len(), seconds };
@@ -548,7 +572,7 @@ pub fn trial_observer(args: &FinetuneArgs, main: bool) -> Result<Option<Box<dyn 
             _ => None,
         })
         .with_context(|| format!("--tune-study {}: no study settings in its journal", study.display()))?;
-    Ok(Some(Box::new(AshaObserver { journal, trial, settings, run: None })))
+    Ok(Some(Box::new(AshaObserver { journal, trial, settings, run: None, started: Instant::now() })))
 }
 
 /// Reports a trial's objective at each rung to the study journal and stops the trial when ASHA says so.
@@ -557,6 +581,8 @@ struct AshaObserver {
     trial: u64,
     settings: Settings,
     run: Option<PathBuf>,
+    /// When the trial (or its resumption) started.
+    started: Instant,
 }
 
 impl FitObserver for AshaObserver {
@@ -569,19 +595,8 @@ impl FitObserver for AshaObserver {
         Ok(())
     }
 
-    fn on_eval(&mut self, step: usize, metrics: &Metrics) -> Result<Verdict> {
+    fn on_eval(&mut self, step: usize, metrics: &Metrics, _last: bool) -> Result<Verdict> {
         let trial = self.trial;
-        let budget_stop = self.journal.transact(|records| {
-            if !records.iter().any(|r| matches!(r, Record::BudgetSpent { .. })) {
-                return Ok((false, Vec::new()));
-            }
-            let told = records.iter().any(|r| matches!(r, Record::BudgetStop { trial: t, .. } if *t == trial));
-            Ok((true, if told { Vec::new() } else { vec![Record::BudgetStop { trial, step }] }))
-        })?;
-        if budget_stop {
-            eprintln!("tune: trial {trial} stopped at step {step}: the study's budget is spent");
-            return Ok(Verdict::Stop);
-        }
         let s = &self.settings;
         if s.min_resource == 0 {
             return Ok(Verdict::Continue);
@@ -623,7 +638,8 @@ impl FitObserver for AshaObserver {
                 .collect();
             let promoted = asha.decide(value, &others, mode) == RungDecision::Promote;
             let value = value.is_finite().then_some(value);
-            Ok((promoted, vec![Record::Rung { trial, rung, evals: n, step, value, promoted }]))
+            let seconds = Some(self.started.elapsed().as_secs_f64());
+            Ok((promoted, vec![Record::Rung { trial, rung, evals: n, step, value, promoted, seconds }]))
         })?;
         if promoted {
             Ok(Verdict::Continue)
