@@ -38,64 +38,56 @@ pub enum VisionMethod {
     IntegratedGradients,
 }
 
+/// What `suite explain vision` and `suite explain text` share: the run, the class, the integration steps, where to
+/// write and on what device.
+#[derive(Debug, Args)]
+pub struct ExplainRunArgs {
+    /// Run folder of the model to explain.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// `best` (default) or `final`.
+    #[arg(long, default_value = "best")]
+    pub which: String,
+    /// Class to explain (a label name or index; default: the predicted class; classification only for text).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Integration steps of integrated gradients.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Output folder (default: explain/<run name>-<domain>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
 /// `suite explain vision`.
 #[derive(Debug, Args)]
 pub struct ExplainVisionArgs {
-    /// Run folder of a vision run.
-    #[arg(long)]
-    pub run: PathBuf,
+    #[command(flatten)]
+    pub common: ExplainRunArgs,
     /// Images to explain.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// Attribution method.
     #[arg(long, value_enum, default_value = "gradcam")]
     pub method: VisionMethod,
-    /// Class to explain (a label name or index; default: the predicted class).
-    #[arg(long)]
-    pub target: Option<String>,
     /// Layer whose activations Grad-CAM weighs (default: the last convolutional stage).
     #[arg(long)]
     pub layer: Option<String>,
-    /// Integration steps of integrated gradients.
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
-    /// Output folder (default: explain/<run name>-vision).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// `best` (default) or `final`.
-    #[arg(long, default_value = "best")]
-    pub which: String,
-    /// `auto`, `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // text
 
-/// `suite explain text`.
+/// `suite explain text` (classification, NER or QA runs; writes attributions.jsonl and attributions.html).
 #[derive(Debug, Args)]
 pub struct ExplainTextArgs {
-    /// Run folder of a text run (classification, NER or QA).
-    #[arg(long)]
-    pub run: PathBuf,
+    #[command(flatten)]
+    pub common: ExplainRunArgs,
     /// Inputs as `suite predict text` reads them: a text/JSONL file, or `-` for stdin (default).
     pub input: Option<PathBuf>,
-    /// Integration steps.
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
-    /// Class to explain for classification (a label name or index; default: the predicted class).
-    #[arg(long)]
-    pub target: Option<String>,
-    /// Output folder for attributions.jsonl and attributions.html (default: explain/<run name>-text).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// `best` (default) or `final`.
-    #[arg(long, default_value = "best")]
-    pub which: String,
-    /// `auto`, `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
 }
 
 // ---------------------------------------------------------------------------------------------------------------

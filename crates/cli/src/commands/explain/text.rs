@@ -22,20 +22,20 @@ struct Line<'a> {
 
 /// Entry point.
 pub fn run(args: ExplainTextArgs) -> Result<()> {
-    if !(1..=MAX_STEPS).contains(&args.steps) {
-        bail!("--steps {}: expected 1 to {MAX_STEPS} integration steps", args.steps);
+    if !(1..=MAX_STEPS).contains(&args.common.steps) {
+        bail!("--steps {}: expected 1 to {MAX_STEPS} integration steps", args.common.steps);
     }
-    let device = parse_device(&args.device)?;
-    let predictor = TextPredictor::load_run(&args.run, &args.which, device)?;
-    let target = args.target.as_deref().map(|t| resolve_target(&predictor, t)).transpose()?;
+    let device = parse_device(&args.common.device)?;
+    let predictor = TextPredictor::load_run(&args.common.run, &args.common.which, device)?;
+    let target = args.common.target.as_deref().map(|t| resolve_target(&predictor, t)).transpose()?;
     let (name, lines, inputs) = super::super::text::read_inputs(args.input.as_deref())?;
     // Every input is checked before any is explained, so a bad line stops the job before it writes anything.
     for (line, input) in lines.iter().zip(&inputs) {
         predictor.check(input).map_err(|e| anyhow!("{name}, line {line}: {e:#}"))?;
     }
-    let out = args.out.clone().unwrap_or_else(|| default_out(&args.run));
+    let out = args.common.out.clone().unwrap_or_else(|| default_out(&args.common.run));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let opts = ExplainOptions { steps: args.steps, target };
+    let opts = ExplainOptions { steps: args.common.steps, target };
     let mut explained = Vec::with_capacity(inputs.len());
     let mut jsonl = String::new();
     for (&line, input) in lines.iter().zip(&inputs) {
@@ -47,7 +47,7 @@ pub fn run(args: ExplainTextArgs) -> Result<()> {
     }
     let jsonl_path = out.join("attributions.jsonl");
     std::fs::write(&jsonl_path, jsonl).with_context(|| format!("cannot write {}", jsonl_path.display()))?;
-    let title = format!("Token attributions: {}", run_name(&args.run));
+    let title = format!("Token attributions: {}", run_name(&args.common.run));
     let items: Vec<(String, &TextExplanation)> = explained.iter().map(|(h, e)| (h.clone(), e)).collect();
     let html_path = out.join("attributions.html");
     std::fs::write(&html_path, html::render(&title, &items))
@@ -56,7 +56,7 @@ pub fn run(args: ExplainTextArgs) -> Result<()> {
     println!(
         "explained {} input(s) with {} steps; worst relative completeness error {worst:.1e}; wrote {} and {}",
         explained.len(),
-        args.steps,
+        args.common.steps,
         jsonl_path.display(),
         html_path.display()
     );

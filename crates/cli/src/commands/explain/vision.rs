@@ -39,14 +39,14 @@ pub fn run(args: ExplainVisionArgs) -> Result<()> {
         VisionMethod::Gradcam => Method::GradCam,
         VisionMethod::GradcamPlusPlus => Method::GradCamPlusPlus,
         VisionMethod::IntegratedGradients => {
-            anyhow::ensure!(args.steps > 0, "--steps must be at least 1");
-            Method::IntegratedGradients { steps: args.steps }
+            anyhow::ensure!(args.common.steps > 0, "--steps must be at least 1");
+            Method::IntegratedGradients { steps: args.common.steps }
         }
     };
-    let device = parse_device(&args.device)?;
-    let predictor = VisionPredictor::load_run(&args.run, &args.which, device)?;
+    let device = parse_device(&args.common.device)?;
+    let predictor = VisionPredictor::load_run(&args.common.run, &args.common.which, device)?;
     // Every user input is checked before any work, so a mistake costs one clear error and no partial output.
-    let target = args.target.as_deref().map(|t| resolve_target(predictor.labels(), t)).transpose()?;
+    let target = args.common.target.as_deref().map(|t| resolve_target(predictor.labels(), t)).transpose()?;
     if matches!(method, Method::IntegratedGradients { .. }) {
         anyhow::ensure!(args.layer.is_none(), "--layer applies to gradcam and gradcam++, not to integrated-gradients");
     } else {
@@ -58,7 +58,7 @@ pub fn run(args: ExplainVisionArgs) -> Result<()> {
         .map(|path| Ok((path, predictor.preprocess(&decode_image(path)?))))
         .collect::<Result<Vec<_>>>()?;
 
-    let out = args.out.clone().unwrap_or_else(|| default_out(&args.run));
+    let out = args.common.out.clone().unwrap_or_else(|| default_out(&args.common.run));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut stems = HashSet::new();
     let mut entries = Vec::with_capacity(images.len());
@@ -93,8 +93,12 @@ pub fn run(args: ExplainVisionArgs) -> Result<()> {
             summary: e.summary,
         });
     }
-    let index =
-        Index { run: args.run.display().to_string(), which: args.which.clone(), method: method.tag(), images: entries };
+    let index = Index {
+        run: args.common.run.display().to_string(),
+        which: args.common.which.clone(),
+        method: method.tag(),
+        images: entries,
+    };
     let json = out.join("explain.json");
     suite_core::runs::atomic_write(&json, serde_json::to_string_pretty(&index)?.as_bytes())?;
     println!("index: {}", json.display());
