@@ -283,24 +283,31 @@ impl FitObserver for Watcher {
     }
 }
 
-#[test]
-fn an_observer_sees_every_record_and_can_stop_the_run() {
-    let _rng = crate::device::torch_rng_lock();
-    let tmp = tempfile::tempdir().unwrap();
+/// Fits the test model for up to 10 epochs with an evaluation every 3 steps, `max_steps` and a [`Watcher`] that
+/// asks to stop at its second evaluation: the summary and what the watcher saw.
+fn fit_watched(dir: &Path, max_steps: Option<usize>) -> (FitSummary, Vec<String>) {
     let (train, eval) = loaders(8, 2);
     let mut model = Mlp::new(0);
-    let cfg = TrainConfig { epochs: 10, eval_steps: Some(3), log_steps: 3, ..config() };
+    let cfg = TrainConfig { epochs: 10, max_steps, eval_steps: Some(3), log_steps: 3, ..config() };
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let s = Trainer::new(cfg, run_dir(tmp.path()))
+    let s = Trainer::new(cfg, run_dir(dir))
         .unwrap()
         .quiet(true)
         .with_observer(Box::new(Watcher { seen: seen.clone(), evals: 0 }))
         .fit(&mut model, &train, Some(&eval), false)
         .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    (s, seen)
+}
+
+#[test]
+fn an_observer_sees_every_record_and_can_stop_the_run() {
+    let _rng = crate::device::torch_rng_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, seen) = fit_watched(tmp.path(), None);
     assert!(s.stopped_early);
     assert_eq!(s.stopped_by.as_deref(), Some("watcher"));
     assert_eq!(s.steps, 6, "stopped right after the second evaluation");
-    let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.first().map(String::as_str), Some("start lr=0.01"));
     assert_eq!(seen.last().map(String::as_str), Some("end 6"));
     // The observer saw exactly what metrics.jsonl holds, in order.
@@ -324,20 +331,10 @@ fn an_observer_sees_every_record_and_can_stop_the_run() {
 fn a_stop_at_the_final_evaluation_is_not_an_early_stop() {
     let _rng = crate::device::torch_rng_lock();
     let tmp = tempfile::tempdir().unwrap();
-    let (train, eval) = loaders(8, 2);
-    let mut model = Mlp::new(0);
-    let cfg = TrainConfig { epochs: 10, max_steps: Some(6), eval_steps: Some(3), log_steps: 3, ..config() };
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let s = Trainer::new(cfg, run_dir(tmp.path()))
-        .unwrap()
-        .quiet(true)
-        .with_observer(Box::new(Watcher { seen: seen.clone(), evals: 0 }))
-        .fit(&mut model, &train, Some(&eval), false)
-        .unwrap();
+    let (s, seen) = fit_watched(tmp.path(), Some(6));
     assert_eq!(s.steps, 6);
     assert!(!s.stopped_early);
     assert_eq!(s.stopped_by, None);
-    let seen = seen.lock().unwrap().clone();
     let verdicts: Vec<&String> = seen.iter().filter(|x| x.starts_with("verdict")).collect();
     assert_eq!(verdicts, ["verdict 3", "verdict 6 last"]);
 }
