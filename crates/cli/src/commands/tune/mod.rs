@@ -311,6 +311,8 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let spent_before = Duration::from_secs_f64(budget_spent(&records));
     let started = Instant::now();
     let spent = || (spent_before + started.elapsed()).as_secs_f64();
+    // Seconds of the budget left (negative once over); None without a budget.
+    let left = || budget.map(|b| b.as_secs_f64() - spent());
     let done_before = known.values().filter(|t| t.end.is_some()).count() as u64;
     let bar = indicatif::ProgressBar::new(if limit == u64::MAX as usize as u64 { 0 } else { limit });
     bar.set_style(
@@ -332,20 +334,21 @@ pub fn run(args: TuneArgs) -> Result<()> {
         while running.len() < args.parallel {
             // A new trial starts only if the budget left covers the time trials so far took to their first
             // rung: one that could not report a value before the budget ends would only make the study late.
-            let over = budget.is_some_and(|b| {
-                let need = seconds_to_first_rung(&journal.read().unwrap_or_default()).unwrap_or(0.0);
-                (spent_before + started.elapsed()).as_secs_f64() + need >= b.as_secs_f64()
-            });
-            let spent_all = budget.is_some_and(|b| spent_before + started.elapsed() >= b);
+            let fits = || {
+                // The journal is read only while some budget is left.
+                left().is_none_or(|l| {
+                    l > 0.0 && l > seconds_to_first_rung(&journal.read().unwrap_or_default()).unwrap_or(0.0)
+                })
+            };
             let (trial, resume) = if let Some(t) = pending.pop_front() {
-                if spent_all {
+                if left().is_some_and(|l| l <= 0.0) {
                     // A trial a killed study left mid-way, and no budget left to finish it: it ends as stopped.
                     journal.append(vec![Record::BudgetStop { trial: t }])?;
                     finish(&out, &journal, &settings, t, false, 0.0, spent())?;
                     continue;
                 }
                 (t, true)
-            } else if next < limit && !over {
+            } else if next < limit && fits() {
                 let t = next;
                 next += 1;
                 (t, false)
@@ -373,7 +376,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
         if running.is_empty() {
             break;
         }
-        if budget.is_some_and(|b| spent_before + started.elapsed() >= b) && running.iter().any(|r| !r.stopped) {
+        if left().is_some_and(|l| l <= 0.0) && running.iter().any(|r| !r.stopped) {
             // The budget is a wall-clock limit: trials still training are stopped now. What they evaluated so far
             // (metrics.jsonl, the best checkpoint) stays, and the leaderboard ranks them as `stopped`.
             let mut recs = Vec::new();
@@ -596,7 +599,6 @@ impl FitObserver for AshaObserver {
     }
 
     fn on_eval(&mut self, step: usize, metrics: &Metrics, _last: bool) -> Result<Verdict> {
-        let trial = self.trial;
         let s = &self.settings;
         if s.min_resource == 0 {
             return Ok(Verdict::Continue);
@@ -617,6 +619,7 @@ impl FitObserver for AshaObserver {
         let Some(rung) = asha.rung_at(n) else {
             return Ok(Verdict::Continue);
         };
+        let trial = self.trial;
         let mode = direction(s);
         let promoted = self.journal.transact(|records| {
             // A resumed trial meets its rungs again: the recorded decision stands.
