@@ -58,6 +58,13 @@ pub fn mix_seed(parts: &[u64]) -> u64 {
 
 extern "C" {
     fn suite_autocast_set_cuda_bf16(bf16: i32);
+    fn suite_grad_enabled() -> i32;
+}
+
+/// Whether libtorch records operations for autograd on this thread (false inside `tch::no_grad`).
+pub fn grad_enabled() -> bool {
+    // SAFETY: reads a thread-local flag of libtorch; no pointers cross.
+    unsafe { suite_grad_enabled() != 0 }
 }
 
 /// Runs `f` under CUDA bf16 autocast when `enabled` (master weights stay fp32); otherwise runs it as is.

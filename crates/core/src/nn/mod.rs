@@ -20,7 +20,7 @@ pub use batch_norm::BatchNorm2d;
 pub use checkpoint::checkpoint;
 pub use conv::{Conv2d, Conv2dConfig, ConvAdapter};
 pub use dropout::{dropout, keep_mask};
-pub use linear::{Linear, LinearAdapter};
+pub use linear::{dense, Linear, LinearAdapter};
 
 /// Receives every PEFT-capable layer of a model, by mutable reference.
 ///

@@ -107,15 +107,19 @@ impl TimestampRules {
                 x[tb..last as usize].fill(ninf);
             }
         }
-        // When the timestamps together are more likely than any single other token, a timestamp it is.
-        let lp = log_softmax(&x);
-        let timestamp_lp = log_sum_exp(&lp[tb..]);
-        let max_text_lp = lp[..tb].iter().copied().fold(ninf, f64::max);
-        if timestamp_lp > max_text_lp {
+        // When the timestamps together are more likely than any single other token, a timestamp it is. Both sides
+        // of that comparison are log-probabilities with the same normaliser, which cancels: the logits decide, and
+        // the row is normalised once (one pass of exponentials over the vocabulary, the cost of this filter).
+        let timestamp_lse = log_sum_exp(&x[tb..]);
+        let max_text = x[..tb].iter().copied().fold(ninf, f64::max);
+        if timestamp_lse > max_text {
             x[..tb].fill(ninf);
-            return log_softmax(&x);
         }
-        lp
+        let z = log_sum_exp(&x);
+        for v in &mut x {
+            *v -= z;
+        }
+        x
     }
 
     /// Width of a row of logits.
@@ -130,12 +134,8 @@ fn log_sum_exp(x: &[f64]) -> f64 {
     if max == f64::NEG_INFINITY {
         return max;
     }
-    max + x.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
-}
-
-fn log_softmax(x: &[f64]) -> Vec<f64> {
-    let z = log_sum_exp(x);
-    x.iter().map(|v| v - z).collect()
+    // Barred entries (−∞) add nothing; skipping them saves their exponentials.
+    max + x.iter().filter(|v| **v != f64::NEG_INFINITY).map(|v| (v - max).exp()).sum::<f64>().ln()
 }
 
 /// The index of the largest value (the first of equal ones).

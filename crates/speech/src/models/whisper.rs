@@ -3,7 +3,7 @@
 //! name and exports load back into transformers.
 
 use anyhow::{bail, Result};
-use suite_core::nn::{dropout, init, LayerVisitor, Linear, VisitLayers};
+use suite_core::nn::{dense, dropout, init, LayerVisitor, Linear, VisitLayers};
 use tch::{nn, Kind, Tensor};
 
 use super::attention::WhisperAttention;
@@ -131,7 +131,11 @@ impl DecoderLayer {
     fn step(&self, x: &Tensor, encoder_states: &Tensor, cache: &mut super::cache::LayerCache) -> Tensor {
         let h = self.self_attn.forward_cached(&x.apply(&self.self_attn_layer_norm), &mut cache.self_kv);
         let x = x + h;
-        let (k, v) = cache.cross_kv.get_or_insert_with(|| self.encoder_attn.cross_kv(encoder_states, false));
+        // Contiguous once per window, so that every step's attention reads the keys and values in order.
+        let (k, v) = cache.cross_kv.get_or_insert_with(|| {
+            let (k, v) = self.encoder_attn.cross_kv(encoder_states, false);
+            (k.contiguous(), v.contiguous())
+        });
         let h = self.encoder_attn.forward_cross(&x.apply(&self.encoder_attn_layer_norm), k, v, false);
         let x = x + h;
         &x + self.ffn.forward(&x.apply(&self.final_layer_norm), 0.0, false)
@@ -256,7 +260,7 @@ impl Whisper {
     pub fn decode(&self, tokens: &Tensor, encoder_states: &Tensor, train: bool) -> Tensor {
         let x = self.embed(tokens, 0, train);
         let x = self.decoder_layers.iter().fold(x, |x, l| l.forward(&x, encoder_states, &self.config, train));
-        x.apply(&self.decoder_norm).linear(&self.embed_tokens, None::<Tensor>)
+        dense(&x.apply(&self.decoder_norm), &self.embed_tokens, None)
     }
 
     /// Teacher-forced decoder at inference that also returns the cross-attention scores (scaled query·key, before
@@ -293,7 +297,7 @@ impl Whisper {
             .iter()
             .map(|p| found.iter().find(|(q, _)| q == p).map(|(_, t)| t.shallow_clone()).expect("every head was found"))
             .collect();
-        let logits = x.apply(&self.decoder_norm).linear(&self.embed_tokens, None::<Tensor>);
+        let logits = dense(&x.apply(&self.decoder_norm), &self.embed_tokens, None);
         Ok((logits, Tensor::stack(&ordered, 1)))
     }
 
@@ -310,7 +314,7 @@ impl Whisper {
             x = layer.step(&x, encoder_states, lc);
         }
         cache.advance(t);
-        x.select(1, -1).apply(&self.decoder_norm).linear(&self.embed_tokens, None::<Tensor>)
+        dense(&x.select(1, -1).apply(&self.decoder_norm), &self.embed_tokens, None)
     }
 }
 

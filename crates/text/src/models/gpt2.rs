@@ -418,7 +418,7 @@ impl CausalLm for Gpt2LmHeadModel {
         let x = self.ln_f.forward(&x);
         match &self.lm_head {
             Some(head) => head.forward_t(&x, train),
-            None => x.linear::<&Tensor>(&self.wte.weight, None),
+            None => suite_core::nn::dense(&x, &self.wte.weight, None),
         }
     }
 }

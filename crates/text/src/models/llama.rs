@@ -650,7 +650,7 @@ impl CausalLm for LlamaForCausalLm {
         let x = self.norm.forward(&x);
         match &self.lm_head {
             Some(head) => head.forward_t(&x, train),
-            None => x.linear::<&Tensor>(&self.embed_tokens.weight, None),
+            None => suite_core::nn::dense(&x, &self.embed_tokens.weight, None),
         }
     }
 }
