@@ -62,7 +62,13 @@ fn int8_linear_matches_pytorch_quantize_dynamic() {
         let fp32: Vec<f64> = v["fp32"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap()).collect();
         let err = ours.iter().zip(&fp32).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
         let scale = fp32.iter().map(|v| v.abs()).fold(0.0, f64::max);
-        assert!(err > 0.0 && err < 0.05 * scale, "{name}: int8 vs fp32 max |Δ| {err} of outputs up to {scale}");
+        // With 8-bit activations on a CPU without VNNI, fbgemm's 16-bit pair sums saturate — PyTorch's too (equal
+        // above) — which is why suite takes 7 bits there (`needs_reduce_range`); closeness holds otherwise.
+        if reduce || !crate::quant::needs_reduce_range() {
+            assert!(err > 0.0 && err < 0.05 * scale, "{name}: int8 vs fp32 max |Δ| {err} of outputs up to {scale}");
+        } else {
+            println!("{name}: 8-bit activations without VNNI saturate as in PyTorch: max |Δ| {err} of {scale}");
+        }
     }
 }
 
