@@ -91,8 +91,8 @@ pub fn dense(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
 
 /// `x·Wᵀ + b` for an `x` of few rows, computed as `(W·xᵀ)ᵀ`: the weight is the left operand, read row by row as it
 /// is stored. With the weight on the right (`x·Wᵀ`, what `linear` asks BLAS for), MKL's product of a few rows by
-/// a transposed weight runs single-threaded and well below memory bandwidth on non-Intel CPUs — half the speed
-/// of this order for whisper-base's vocabulary projection (measured with `mm` in both orders, README "Measured").
+/// a transposed weight ran single-threaded and well below memory bandwidth on the AMD EPYC measured — half the
+/// speed of this order for whisper-base's vocabulary projection (README "Measured", transcription).
 /// One row is doubled, because BLAS turns a one-column product into a matrix–vector product that has the same
 /// problem. Same values as `linear` up to the order of the sums.
 pub fn skinny(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {

@@ -16,8 +16,8 @@ impl LinearAdapter for Ia3Linear {
     fn adapt(&self, base: &Linear, x: &Tensor, y: Tensor, _train: bool) -> Tensor {
         if self.feedforward {
             // Scaling the input changes the product itself, so the base output is recomputed; (IA)³ is always the
-            // first adapter of its layer (apply_peft only adds it to layers without adapters). `dense`, as the base product:
-            // the same kernel for the same values, so (IA)³ at initialisation changes nothing to the bit.
+            // first adapter of its layer (apply_peft only adds it to layers without adapters). `dense`, as the base
+            // product: the same kernel for the same values, so (IA)³ at initialisation changes nothing to the bit.
             crate::nn::dense(&(x * self.l.flatten(0, -1)), &base.weight, base.bias.as_ref())
         } else {
             y * self.l.flatten(0, -1)
