@@ -77,6 +77,18 @@ pub fn maybe_autocast<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
     tch::autocast(true, f)
 }
 
+/// Hands the heap's free pages back to the system (glibc's `malloc_trim`), after a phase that freed much more than
+/// what follows will allocate. glibc raises its mmap threshold as large blocks are freed, so later tensors come
+/// from the heap, and memory freed in its middle stays resident; inference calls this after loading a model and
+/// between the windows of a long recording so that peak memory follows what is live. A no-op off glibc.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: no arguments beyond the pad; glibc locks its arenas while trimming.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// libtorch's generator is process-wide, and the test harness runs tests on parallel threads: tests whose results
 /// depend on random draws (dropout masks, seeded initialisation) hold this lock.
 #[cfg(test)]
@@ -112,3 +124,4 @@ mod tests {
         assert_eq!(mix_seed(&[7, 3]), mix_seed(&[7, 3]));
     }
 }
+

@@ -183,49 +183,122 @@ pub struct QuantSummary {
 /// Quantizes every linear layer of `model` (those its [`VisitLayers`] shows, adapters kept on top) for int8
 /// inference on the CPU. The fp32 weights stay in the model's VarStore; the layers stop reading them.
 pub fn quantize_dynamic(model: &mut dyn VisitLayers, scheme: WeightScheme) -> Result<QuantSummary> {
-    struct Q {
-        scheme: WeightScheme,
-        summary: QuantSummary,
-        error: Option<anyhow::Error>,
-    }
-    impl LayerVisitor for Q {
-        fn linear(&mut self, layer: &mut Linear) {
-            if self.error.is_some() || layer.quantized.is_some() {
-                return;
-            }
-            if layer.weight.device() != Device::Cpu {
-                self.error =
-                    Some(anyhow!("int8 inference runs on the CPU; {} is on {:?}", layer.name, layer.weight.device()));
-                return;
-            }
-            match QuantizedLinear::new(&layer.weight, layer.bias.as_ref(), self.scheme) {
-                Ok(q) => {
-                    let n = layer.weight.numel() as i64;
-                    let rows = layer.weight.size()[0];
-                    self.summary.layers += 1;
-                    self.summary.weights += n;
-                    self.summary.fp32_bytes += 4 * n;
-                    self.summary.int8_bytes += n + 8 * rows;
-                    layer.quantized = Some(std::sync::Arc::new(q));
-                    // The packed int8 copy is all the layer reads from now on: the fp32 weight's memory goes back
-                    // (its tensor, shared with the VarStore, becomes empty), layer by layer, so that an int8
-                    // model holds a quarter of its linear weights. DoRA reads the base weight at every call, so a
-                    // layer with adapters keeps it; so does a weight that is a view (GPT-2's transposed Conv1D),
-                    // whose storage its base variable owns.
-                    if layer.adapters.is_empty() && layer.weight.is_contiguous() {
-                        let empty = Tensor::empty([0], (layer.weight.kind(), Device::Cpu));
-                        layer.weight.set_data(&empty);
-                    }
-                }
-                Err(e) => self.error = Some(e.context(format!("quantizing {}", layer.name))),
-            }
-        }
-    }
-    let mut q = Q { scheme, summary: QuantSummary::default(), error: None };
+    let mut q = Quantize { scheme, only: None, summary: QuantSummary::default(), error: None };
     model.visit_layers(&mut q);
     match q.error {
         Some(e) => Err(e),
         None => Ok(q.summary),
+    }
+}
+
+/// Quantization while a model loads: [`loaded`](Self::loaded), called with each variable's name as the loader
+/// fills it (`weights::load_named_each`), quantizes a linear layer as soon as its weight and bias are in and
+/// releases its fp32 weight, so that the whole fp32 model never exists at once (loading then
+/// [`quantize_dynamic`] peaks at the fp32 model's size). [`finish`](Self::finish) quantizes whatever a name did
+/// not reach (a weight that is a view of another variable) and sums up.
+pub struct LoadQuantizer {
+    scheme: WeightScheme,
+    filled: std::collections::HashSet<String>,
+    summary: QuantSummary,
+}
+
+impl LoadQuantizer {
+    /// A quantizer for one load.
+    pub fn new(scheme: WeightScheme) -> Self {
+        Self { scheme, filled: Default::default(), summary: QuantSummary::default() }
+    }
+
+    /// Records that variable `name` holds its values; quantizes the layer it completes, if any.
+    pub fn loaded(&mut self, model: &mut dyn VisitLayers, name: &str) -> Result<()> {
+        let Some(layer) = name.strip_suffix(".weight").or_else(|| name.strip_suffix(".bias")) else {
+            return Ok(());
+        };
+        self.filled.insert(name.to_string());
+        let complete = |has_bias: bool| {
+            self.filled.contains(&format!("{layer}.weight"))
+                && (!has_bias || self.filled.contains(&format!("{layer}.bias")))
+        };
+        let mut q = Quantize {
+            scheme: self.scheme,
+            only: Some((layer, &complete)),
+            summary: QuantSummary::default(),
+            error: None,
+        };
+        model.visit_layers(&mut q);
+        if let Some(e) = q.error {
+            return Err(e);
+        }
+        self.summary.add(&q.summary);
+        Ok(())
+    }
+
+    /// What was quantized so far.
+    pub fn summary(&self) -> &QuantSummary {
+        &self.summary
+    }
+
+    /// Quantizes the layers not quantized during the load and returns what was done in all.
+    pub fn finish(mut self, model: &mut dyn VisitLayers) -> Result<QuantSummary> {
+        let rest = quantize_dynamic(model, self.scheme)?;
+        self.summary.add(&rest);
+        Ok(self.summary)
+    }
+}
+
+impl QuantSummary {
+    fn add(&mut self, other: &QuantSummary) {
+        self.layers += other.layers;
+        self.weights += other.weights;
+        self.fp32_bytes += other.fp32_bytes;
+        self.int8_bytes += other.int8_bytes;
+    }
+}
+
+/// The visitor of [`quantize_dynamic`] and [`LoadQuantizer`]: quantizes every linear layer, or with `only` the
+/// one of that name once the predicate (given whether it has a bias) says its variables are all loaded.
+struct Quantize<'a> {
+    scheme: WeightScheme,
+    only: Option<(&'a str, &'a dyn Fn(bool) -> bool)>,
+    summary: QuantSummary,
+    error: Option<anyhow::Error>,
+}
+
+impl LayerVisitor for Quantize<'_> {
+    fn linear(&mut self, layer: &mut Linear) {
+        if self.error.is_some() || layer.quantized.is_some() {
+            return;
+        }
+        if let Some((name, complete)) = self.only {
+            if layer.name != name || !complete(layer.bias.is_some()) {
+                return;
+            }
+        }
+        if layer.weight.device() != Device::Cpu {
+            self.error =
+                Some(anyhow!("int8 inference runs on the CPU; {} is on {:?}", layer.name, layer.weight.device()));
+            return;
+        }
+        match QuantizedLinear::new(&layer.weight, layer.bias.as_ref(), self.scheme) {
+            Ok(q) => {
+                let n = layer.weight.numel() as i64;
+                let rows = layer.weight.size()[0];
+                self.summary.layers += 1;
+                self.summary.weights += n;
+                self.summary.fp32_bytes += 4 * n;
+                self.summary.int8_bytes += n + 8 * rows;
+                layer.quantized = Some(std::sync::Arc::new(q));
+                // The packed int8 copy is all the layer reads from now on: the fp32 weight's memory goes back
+                // (its tensor, shared with the VarStore, becomes empty), layer by layer, so that an int8
+                // model holds a quarter of its linear weights. DoRA reads the base weight at every call, so a
+                // layer with adapters keeps it; so does a weight that is a view (GPT-2's transposed Conv1D),
+                // whose storage its base variable owns.
+                if layer.adapters.is_empty() && layer.weight.is_contiguous() {
+                    let empty = Tensor::empty([0], (layer.weight.kind(), Device::Cpu));
+                    layer.weight.set_data(&empty);
+                }
+            }
+            Err(e) => self.error = Some(e.context(format!("quantizing {}", layer.name))),
+        }
     }
 }
 

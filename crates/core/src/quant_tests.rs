@@ -72,21 +72,72 @@ fn int8_linear_matches_pytorch_quantize_dynamic() {
     }
 }
 
+struct Two {
+    a: Linear,
+    b: Linear,
+}
+
+impl VisitLayers for Two {
+    fn visit_layers(&mut self, v: &mut dyn LayerVisitor) {
+        v.linear(&mut self.a);
+        v.linear(&mut self.b);
+    }
+}
+
+impl Two {
+    fn new(vs: &tch::nn::VarStore) -> Self {
+        Two { a: Linear::new(vs.root() / "a", 32, 64, true), b: Linear::new(vs.root() / "b", 64, 8, false) }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.b.forward_t(&self.a.forward_t(x, false).relu(), false)
+    }
+}
+
+#[test]
+fn quantizing_while_loading_equals_quantizing_after() {
+    tch::manual_seed(3);
+    let source = tch::nn::VarStore::new(Device::Cpu);
+    let _ = Two::new(&source);
+    // As the CT2 asset stores them: fp16, widened by the loader.
+    let checkpoint: Vec<(String, Tensor)> =
+        source.variables().into_iter().map(|(n, t)| (n, t.to_kind(Kind::Half))).collect();
+    let load = |vs: &tch::nn::VarStore, each: &mut dyn FnMut(&str) -> Result<()>| {
+        let copy = checkpoint.iter().map(|(n, t)| (n.clone(), t.shallow_clone()));
+        crate::weights::load_named_each(vs, copy, &crate::weights::LoadOptions::strict(), "test", each).unwrap();
+    };
+    let after_vs = tch::nn::VarStore::new(Device::Cpu);
+    let mut after = Two::new(&after_vs);
+    load(&after_vs, &mut |_| Ok(()));
+    let after_summary = quantize_dynamic(&mut after, WeightScheme::PerChannel).unwrap();
+
+    let during_vs = tch::nn::VarStore::new(Device::Cpu);
+    let mut during = Two::new(&during_vs);
+    let mut q = LoadQuantizer::new(WeightScheme::PerChannel);
+    let mut seen = Vec::new();
+    load(&during_vs, &mut |name| {
+        q.loaded(&mut during, name)?;
+        // A layer is quantized once its weight and bias are both in, not before.
+        seen.push((name.to_string(), during.a.quantized.is_some(), during.b.quantized.is_some()));
+        Ok(())
+    });
+    assert_eq!(q.summary().layers, 2, "both layers quantized during the load");
+    let a_done = seen.iter().position(|(_, a, _)| *a).unwrap();
+    let a_vars: Vec<&str> =
+        seen[..=a_done].iter().map(|(n, _, _)| n.as_str()).filter(|n| n.starts_with("a.")).collect();
+    assert_eq!(a_vars.len(), 2, "a is quantized when its second variable arrives: {seen:?}");
+    assert_eq!(during.a.weight.numel(), 0, "fp32 weight released during the load");
+    let during_summary = q.finish(&mut during).unwrap();
+    assert_eq!((during_summary.layers, during_summary.int8_bytes), (after_summary.layers, after_summary.int8_bytes));
+    let x = Tensor::randn([5, 32], (Kind::Float, Device::Cpu));
+    assert!(during.forward(&x).equal(&after.forward(&x)), "same int8 model either way");
+}
+
 #[test]
 fn quantize_dynamic_swaps_every_linear_and_keeps_adapters_working() {
-    struct Two {
-        a: Linear,
-        b: Linear,
-    }
-    impl VisitLayers for Two {
-        fn visit_layers(&mut self, v: &mut dyn LayerVisitor) {
-            v.linear(&mut self.a);
-            v.linear(&mut self.b);
-        }
-    }
     tch::manual_seed(0);
     let vs = tch::nn::VarStore::new(Device::Cpu);
-    let mut m = Two { a: Linear::new(vs.root() / "a", 32, 64, true), b: Linear::new(vs.root() / "b", 64, 8, false) };
+    let mut m = Two::new(&vs);
     let x = Tensor::randn([4, 32], (Kind::Float, Device::Cpu));
     let fp32 = m.b.forward_t(&m.a.forward_t(&x, false).relu(), false);
     let s = quantize_dynamic(&mut m, WeightScheme::PerChannel).unwrap();

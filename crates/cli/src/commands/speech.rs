@@ -16,8 +16,8 @@ use suite_speech::decode::{
     render, transcribe_long, transcribe_timed, DecodeOptions, ResponseFormat, TranscribeOptions, Transcription,
 };
 use suite_speech::task::{
-    is_model_dir, labelled_clips, load_for_inference, prepare, score, speech_splits, LoadedWhisper, Prediction,
-    SpeechConfig, SpeechDataset, SpeechJob, SpeechSaver, SpeechTaskKind, WhisperTask,
+    is_model_dir, labelled_clips, load_for_inference, load_for_inference_as, prepare, score, speech_splits,
+    LoadedWhisper, Prediction, SpeechConfig, SpeechDataset, SpeechJob, SpeechSaver, SpeechTaskKind, WhisperTask,
 };
 
 use crate::args::{EvalArgs, TranscribeArgs};
@@ -139,6 +139,22 @@ fn speech_job(run: &Path) -> Result<(JobFile, SpeechConfig)> {
     Ok((job, cfg))
 }
 
+/// `load_for_inference` at `precision`: int8 quantizes layer by layer while loading (refused off the CPU).
+fn load_at(spec: &str, device: tch::Device, precision: crate::args::InferPrecision) -> Result<LoadedWhisper> {
+    let mut out = None;
+    precision.apply(device, || {
+        let (loaded, summary) = load_for_inference_as(spec, device, true)?;
+        out = Some(loaded);
+        Ok(summary.unwrap_or_default())
+    })?;
+    let r = match out {
+        Some(loaded) => Ok(loaded),
+        None => load_for_inference(spec, device),
+    };
+    suite_core::device::release_free_memory();
+    r
+}
+
 fn task_for_inference(loaded: LoadedWhisper, cfg: &SpeechConfig) -> WhisperTask {
     let mut task = WhisperTask::new(
         loaded.vs,
@@ -164,11 +180,8 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         "base" => cfg.model.clone(),
         which => speech_model_dir(&args.run, which)?.display().to_string(),
     };
-    let mut loaded = load_for_inference(&spec, device)?;
+    let loaded = load_at(&spec, device, args.precision)?;
     eprintln!("model: {}", loaded.description);
-    args.precision.apply(device, || {
-        suite_core::quant::quantize_dynamic(&mut loaded.model, suite_core::quant::WeightScheme::PerChannel)
-    })?;
     let clips = match &args.data {
         Some(d) => labelled_clips(&read_speech_data(d, None)?, d, &loaded.tokenizer, &cfg)?,
         None => speech_splits(&cfg, &loaded.tokenizer, job.train.seed)?.1,
@@ -277,10 +290,7 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
         (None, Some(m)) => m.clone(),
         (None, None) => "whisper-base".to_string(),
     };
-    let mut loaded = load_for_inference(&spec, device)?;
-    args.precision.apply(device, || {
-        suite_core::quant::quantize_dynamic(&mut loaded.model, suite_core::quant::WeightScheme::PerChannel)
-    })?;
+    let loaded = load_at(&spec, device, args.precision)?;
     if let Some(lang) = &args.language {
         loaded.tokenizer.prompt(lang, task.into()).with_context(|| format!("--language {lang}"))?;
     }

@@ -389,6 +389,20 @@ pub fn load_named_from(
     opts: &LoadOptions,
     source: &str,
 ) -> Result<LoadReport> {
+    load_named_each(vs, tensors, opts, source, &mut |_| Ok(()))
+}
+
+/// [`load_named_from`] that calls `loaded` with each variable's name as soon as its values are in, so that a
+/// caller can transform the model while it fills (int8 quantization layer by layer, see
+/// [`crate::quant::LoadQuantizer`]) instead of after the whole fp32 model exists. An error from `loaded` stops the
+/// load.
+pub fn load_named_each(
+    vs: &VarStore,
+    tensors: impl IntoIterator<Item = (String, Tensor)>,
+    opts: &LoadOptions,
+    source: &str,
+    loaded: &mut dyn FnMut(&str) -> Result<()>,
+) -> Result<LoadReport> {
     let tensors: Vec<(String, Tensor)> = tensors.into_iter().collect();
     let entries: Vec<Entry> = tensors.iter().map(|(n, t)| entry_of(n.clone(), t)).collect();
     let vars = vs.variables();
@@ -407,6 +421,7 @@ pub fn load_named_from(
         if uses[*i] == 0 {
             tensors[*i] = None;
         }
+        loaded(var)?;
     }
     Ok(plan.report)
 }
@@ -512,6 +527,16 @@ fn describe_files(files: &[PathBuf]) -> String {
 /// does. The files are memory-mapped and the load is planned from their headers first, so a checkpoint that does
 /// not fit fails before any data is read, and at most one tensor at a time is copied out of the map.
 pub fn load_safetensors(vs: &VarStore, files: &[PathBuf], opts: &LoadOptions) -> Result<LoadReport> {
+    load_safetensors_each(vs, files, opts, &mut |_| Ok(()))
+}
+
+/// [`load_safetensors`] calling `loaded` after each variable is filled, as [`load_named_each`].
+pub fn load_safetensors_each(
+    vs: &VarStore,
+    files: &[PathBuf],
+    opts: &LoadOptions,
+    loaded: &mut dyn FnMut(&str) -> Result<()>,
+) -> Result<LoadReport> {
     if files.is_empty() {
         bail!("load_safetensors: no files given");
     }
@@ -544,6 +569,7 @@ pub fn load_safetensors(vs: &VarStore, files: &[PathBuf], opts: &LoadOptions) ->
         let t = view_to_tensor(name, &view, &files[fi])?;
         let t = if *transpose { t.tr() } else { t };
         copy_into(&vars, var, &t, &files[fi].display().to_string())?;
+        loaded(var)?;
     }
     Ok(plan.report)
 }

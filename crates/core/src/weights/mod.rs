@@ -14,8 +14,8 @@ mod save;
 
 pub use hub::{hub_cache_dir, resolve_model, resolve_model_with, HubSettings, ModelFiles, ModelSource};
 pub use load::{
-    load_named, load_named_from, load_safetensors, load_torch_pickle, read_safetensors, read_safetensors_metadata,
-    safetensors_index_shards, LoadOptions, LoadReport, Mismatch,
+    load_named, load_named_each, load_named_from, load_safetensors, load_safetensors_each, load_torch_pickle,
+    read_safetensors, read_safetensors_metadata, safetensors_index_shards, LoadOptions, LoadReport, Mismatch,
 };
 pub use pickle::read_torch_pickle;
 pub use save::{save_hub_layout, save_safetensors, varstore_tensors, write_atomic};

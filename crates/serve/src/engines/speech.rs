@@ -39,10 +39,7 @@ impl SpeechEngine {
     /// Loads a base Whisper by registry name, hub id or folder, or the model folder of a speech run.
     /// With `int8`, its linear layers run in int8.
     pub fn load(spec: &str, device: tch::Device, int8: bool) -> anyhow::Result<(Self, ModelInfo)> {
-        let mut loaded = suite_speech::task::load_for_inference(spec, device)?;
-        if int8 {
-            suite_core::quant::quantize_dynamic(&mut loaded.model, suite_core::quant::WeightScheme::PerChannel)?;
-        }
+        let (loaded, _) = suite_speech::task::load_for_inference_as(spec, device, int8)?;
         let mel = LogMel::new(suite_speech::audio::MelConfig::whisper(loaded.model.config.num_mel_bins));
         let info = ModelInfo {
             task: "transcribe".into(),

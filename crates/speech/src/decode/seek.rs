@@ -141,7 +141,11 @@ pub fn transcribe_timed(
                 .zip(&sizes)
                 .map(|(&i, &size)| mel.window_at(&recs[i].features, recs[i].seek, size))
                 .collect();
+            // Peak memory is the encoder's activations on top of the model: the previous window's decoding
+            // leaves freed blocks scattered through the heap, and the encoder's own are freed once it is done.
+            suite_core::device::release_free_memory();
             let encoder_states = encode(model, &windows)?;
+            suite_core::device::release_free_memory();
             let undetected: Vec<usize> = (0..wanted.len()).filter(|&w| recs[wanted[w]].language.is_none()).collect();
             if !undetected.is_empty() {
                 let rows = Tensor::from_slice(&undetected.iter().map(|&w| w as i64).collect::<Vec<_>>());

@@ -148,12 +148,12 @@ impl PartsReader {
     }
 }
 
-/// A variable as stored: shape, dtype and raw little-endian bytes (`None` when only the layout was read).
+/// A variable as stored: shape, dtype and its values in a tensor of that dtype (`None` when only the layout was
+/// read).
 struct RawVariable {
     name: String,
     shape: Vec<i64>,
-    kind: Kind,
-    data: Option<Vec<u8>>,
+    data: Option<Tensor>,
 }
 
 /// `DataType` of `include/ctranslate2/types.h`.
@@ -237,14 +237,21 @@ fn read_ct2_file(files: &[PathBuf], with_data: bool) -> Result<Ct2File> {
             // Before allocating: a few header bytes can claim gigabytes (found by fuzzing: a 40-byte file made this
             // allocate 3 GiB before it read as truncated).
             r.check_available(num_bytes, &format!("data of {name}"))?;
-            let mut data = vec![0u8; num_bytes as usize];
-            r.read_exact(&mut data, &format!("data of {name}"))?;
+            // Read straight into the tensor's memory: no byte buffer beside it, so that reading peaks at the
+            // model as stored.
+            let data = Tensor::empty(shape.as_slice(), (kind, tch::Device::Cpu));
+            if num_bytes > 0 {
+                // SAFETY: `data` is a new contiguous CPU tensor of exactly `num_bytes` bytes (checked above against
+                // its shape and kind), owned here and not shared yet.
+                let bytes = unsafe { std::slice::from_raw_parts_mut(data.data_ptr().cast::<u8>(), num_bytes as usize) };
+                r.read_exact(bytes, &format!("data of {name}"))?;
+            }
             Some(data)
         } else {
             r.skip(num_bytes, &format!("data of {name}"))?;
             None
         };
-        variables.push(RawVariable { name, shape, kind, data });
+        variables.push(RawVariable { name, shape, data });
     }
     let mut aliases = Vec::new();
     if version >= 3 {
@@ -273,8 +280,7 @@ impl Ct2File {
 
     fn scalar(&self, name: &str) -> Option<i64> {
         let v = self.variables.iter().find(|v| v.name == name && v.shape.iter().product::<i64>() == 1)?;
-        let t = Tensor::f_from_data_size(v.data.as_ref()?, &v.shape, v.kind).ok()?;
-        Some(t.to_kind(Kind::Int64).reshape([1]).int64_value(&[0]))
+        Some(v.data.as_ref()?.to_kind(Kind::Int64).reshape([1]).int64_value(&[0]))
     }
 
     fn count_layers(&self, side: &str) -> i64 {
@@ -401,7 +407,7 @@ fn split_rows<const N: usize>(t: &Tensor, name: &str) -> Result<[Tensor; N]> {
     Ok(parts.try_into().expect("split into N blocks"))
 }
 
-/// Renames one CTranslate2 weight (fp32) to transformers' names, splitting fused projections.
+/// Renames one CTranslate2 weight to transformers' names, splitting fused projections.
 fn map_variable(name: &str, t: Tensor, out: &mut Vec<(String, Tensor)>) -> Result<()> {
     let parts: Vec<&str> = name.split('/').collect();
     let unknown = || anyhow!("unexpected variable {name} for a WhisperSpec model (a newer CTranslate2 layout?)");
@@ -477,19 +483,18 @@ pub fn read_ct2_config(files: &[PathBuf]) -> Result<WhisperConfig> {
 /// Reads a CTranslate2 Whisper model: `files` are the parts of its `model.bin` in order (one file when it is not
 /// split). Returns the transformers config of the model — dimensions from the tensor shapes and the spec's
 /// scalar attributes (`num_heads`), suppress lists from CTranslate2's `config.json` and special-token ids from
-/// `tokenizer.json` when they sit next to the first file — and its weights under transformers' names as fp32
-/// (fp16/bf16 widened, int8/int16 dequantised), sorted by name.
+/// `tokenizer.json` when they sit next to the first file — and its weights under transformers' names, sorted by
+/// name: floating-point weights as stored (fp16/bf16 are widened by the loader as it copies each into its fp32
+/// variable, so that the model is never held twice in fp32), int8/int16 dequantised to fp32.
 pub fn read_ct2_model(files: &[PathBuf]) -> Result<(WhisperConfig, Vec<(String, Tensor)>)> {
     let mut file = read_ct2_file(files, true)?;
     let config = file.config()?;
     let label = &file.label;
-    // Each step hands its input back as soon as its output exists (the file's bytes, then the stored-type
-    // tensors), so that loading peaks near one copy of the model beside the model itself rather than three.
+    // Each step hands its input back as soon as its output exists (a fused projection once split, a quantised
+    // weight once dequantised), so that loading peaks near the model as stored beside the model being filled.
     let mut raw: BTreeMap<String, Tensor> = BTreeMap::new();
     for v in &mut file.variables {
-        let data = v.data.take().expect("read with data");
-        let t = Tensor::f_from_data_size(&data, &v.shape, v.kind).map_err(|e| anyhow!("{label}: {}: {e}", v.name))?;
-        raw.insert(v.name.clone(), t);
+        raw.insert(v.name.clone(), v.data.take().expect("read with data"));
     }
     // Quantised weights carry `<name>_scale`: value = stored / scale (per output row for int8, one for int16).
     let scales: Vec<String> = raw.keys().filter(|n| n.ends_with("_scale")).cloned().collect();
@@ -516,7 +521,7 @@ pub fn read_ct2_model(files: &[PathBuf]) -> Result<(WhisperConfig, Vec<(String, 
             // Attributes of the spec (num_heads, activation, pre_norm, alignment heads…): in the config.
             continue;
         }
-        let t = t.to_kind(Kind::Float);
+        let t = if t.is_floating_point() { t } else { t.to_kind(Kind::Float) };
         map_variable(&name, t, &mut tensors).with_context(|| label.clone())?;
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
+use suite_core::quant::{LoadQuantizer, QuantSummary, WeightScheme};
 use suite_core::weights::{
-    load_named_from, load_safetensors, resolve_model, save_hub_layout, write_atomic, LoadOptions, ModelSource,
+    load_named_each, load_safetensors_each, resolve_model, save_hub_layout, write_atomic, LoadOptions, ModelSource,
 };
 use tch::nn::VarStore;
 use tch::Tensor;
@@ -223,20 +224,47 @@ pub fn whisper_parameter_names(config: &WhisperConfig) -> Vec<String> {
 /// Builds a Whisper at the root of `vs` and loads its weights by name, strictly: every variable must be in the
 /// checkpoint and every checkpoint tensor must be used (a tied `proj_out.weight` copy is ignored).
 pub fn load_whisper(vs: &mut VarStore, files: &WhisperFiles) -> Result<Whisper> {
+    Ok(load_whisper_as(vs, files, None)?.0)
+}
+
+/// [`load_whisper`]; with `int8`, each linear layer is quantized as soon as its weights are in and its fp32
+/// weight released (see [`LoadQuantizer`]), so that memory never holds the whole fp32 model — the int8 model's
+/// peak is then about its own size plus the checkpoint as stored (fp16 for the CT2 asset), not fp32 plus int8.
+pub fn load_whisper_as(
+    vs: &mut VarStore,
+    files: &WhisperFiles,
+    int8: Option<WeightScheme>,
+) -> Result<(Whisper, Option<QuantSummary>)> {
     // Every variable is overwritten by the strict load below: no random initialisation to hold beside it.
-    let model = suite_core::nn::init::without_init(|| Whisper::new(&vs.root(), &files.config))?;
+    let mut model = suite_core::nn::init::without_init(|| Whisper::new(&vs.root(), &files.config))?;
     let opts = LoadOptions::strict().skip(["proj_out.weight"]);
+    let mut quantizer = int8.map(LoadQuantizer::new);
+    let mut since_trim = 0i64;
+    let mut loaded = |name: &str| -> Result<()> {
+        let Some(q) = quantizer.as_mut() else { return Ok(()) };
+        let before = q.summary().fp32_bytes;
+        q.loaded(&mut model, name)?;
+        // The fp32 weights just released sit in the middle of the heap: given back every 16 MB, so that the
+        // load peaks near the int8 model plus the checkpoint rather than at every block it ever held.
+        since_trim += q.summary().fp32_bytes - before;
+        if since_trim >= 16 << 20 {
+            suite_core::device::release_free_memory();
+            since_trim = 0;
+        }
+        Ok(())
+    };
     match &files.weights {
         WhisperWeights::Safetensors(paths) => {
-            load_safetensors(vs, paths, &opts)?;
+            load_safetensors_each(vs, paths, &opts, &mut loaded)?;
         }
         WhisperWeights::Ct2(parts) => {
             let (_, tensors) = read_ct2_model(parts)?;
             let label = parts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + ");
-            load_named_from(vs, tensors, &opts, &label)?;
+            load_named_each(vs, tensors, &opts, &label, &mut loaded)?;
         }
     }
-    Ok(model)
+    let summary = quantizer.map(|q| q.finish(&mut model)).transpose()?;
+    Ok((model, summary))
 }
 
 /// `generation_config.json` as transformers' Whisper `generate` needs it for `language=`/`task=`.

@@ -14,7 +14,7 @@ use super::dataset::{labelled_clips, LabelledClip, SpeechDataset};
 use super::spec_augment::SpecAugment;
 use super::whisper_task::{AdapterManifest, SpeechSaver, WhisperTask};
 use crate::data::read_speech_data;
-use crate::models::{load_whisper, resolve_whisper, Whisper, WhisperFiles};
+use crate::models::{load_whisper, load_whisper_as, resolve_whisper, Whisper, WhisperFiles};
 use crate::tokenizer::WhisperTokenizer;
 
 /// Variable-name prefix of the encoder.
@@ -228,16 +228,31 @@ pub struct LoadedWhisper {
 /// model: its base (from `suite_adapter.json`) is loaded, the method applied and the adapter copied in, checked
 /// against the base's checksum.
 pub fn load_for_inference(spec: &str, device: Device) -> Result<LoadedWhisper> {
+    Ok(load_for_inference_as(spec, device, false)?.0)
+}
+
+/// [`load_for_inference`]; with `int8`, every linear layer in int8 (PyTorch's dynamic quantization, see
+/// `suite_core::quant`), quantized layer by layer as the weights load so that the fp32 model never exists whole,
+/// and what was quantized. A PEFT folder is loaded in fp32 first (its adapters attach to the fp32 layers).
+pub fn load_for_inference_as(
+    spec: &str,
+    device: Device,
+    int8: bool,
+) -> Result<(LoadedWhisper, Option<suite_core::quant::QuantSummary>)> {
+    let scheme = int8.then_some(suite_core::quant::WeightScheme::PerChannel);
     let dir = Path::new(spec);
     if dir.join("adapter.safetensors").is_file() {
-        return load_adapter_dir(dir, device);
+        let mut loaded = load_adapter_dir(dir, device)?;
+        let summary = scheme.map(|s| suite_core::quant::quantize_dynamic(&mut loaded.model, s)).transpose()?;
+        return Ok((loaded, summary));
     }
     let files = resolve_whisper(spec)?;
     let mut vs = VarStore::new(device);
-    let model = load_whisper(&mut vs, &files).with_context(|| format!("loading {spec}"))?;
+    let (model, summary) = load_whisper_as(&mut vs, &files, scheme).with_context(|| format!("loading {spec}"))?;
     vs.freeze();
     let tokenizer = WhisperTokenizer::from_file(&files.tokenizer)?;
-    Ok(LoadedWhisper { vs, model, tokenizer, tokenizer_path: files.tokenizer, description: spec.to_string() })
+    let loaded = LoadedWhisper { vs, model, tokenizer, tokenizer_path: files.tokenizer, description: spec.to_string() };
+    Ok((loaded, summary))
 }
 
 fn load_adapter_dir(dir: &Path, device: Device) -> Result<LoadedWhisper> {

@@ -13,8 +13,8 @@ mod tests;
 pub use config::{Normalizer, SpeechConfig, SpeechTaskKind};
 pub use dataset::{labelled_clips, LabelledClip, SpeechBatch, SpeechDataset, SpeechItem, IGNORE_INDEX};
 pub use job::{
-    is_model_dir, load_for_inference, prepare, setup_peft, speech_splits, whisper_peft_targets, LoadedWhisper,
-    SpeechJob,
+    is_model_dir, load_for_inference, load_for_inference_as, prepare, setup_peft, speech_splits, whisper_peft_targets,
+    LoadedWhisper, SpeechJob,
 };
 pub use spec_augment::SpecAugment;
 pub use whisper_task::{normalize, resolve_normalizer, score, AdapterManifest, Prediction, SpeechSaver, WhisperTask};
